@@ -1,0 +1,50 @@
+"""Typed configuration objects built from `params.yaml`, shared by the stage scripts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from r3.errors import R3Error
+from r3.inference import BACKENDS, Backend, SamplingParams, load_backend
+from r3.params import Params
+from r3.prompts import PromptConfig
+from r3.protocol import ProtocolConfig
+from r3.tasks import Task
+
+POLICIES = ("raw", "primed", "r3", "grpo")
+
+
+def model_dir(policy: str) -> Path:
+    if policy not in POLICIES:
+        raise R3Error(f"unknown policy {policy!r}; choose one of {list(POLICIES)}")
+    path = Path("models") / policy
+    if not (path / "config.json").is_file():
+        raise R3Error(f"{path}: no model for policy {policy!r} (run the stage that writes it: dvc repro)")
+    return path
+
+
+def backend(p: Params, policy: str) -> Backend:
+    inf = p.section("inference")
+    name = inf.get("backend", str, choices=BACKENDS)
+    options = {"dtype": inf.get("dtype", str, choices=("float32", "bfloat16", "float16")),
+               "batch_size": inf.get("batch_size", int, min_value=1)}
+    return load_backend(name, str(model_dir(policy)), **options)
+
+
+def prompt_config(p: Params, task: Task) -> PromptConfig:
+    return PromptConfig.from_params(p.section(f"prompt.{task.name}"), task)
+
+
+def protocol_config(p: Params, task: Task, temperature: float, top_p: float, seed: int) -> ProtocolConfig:
+    proto = p.section("protocol")
+    per_task = proto.section(task.name)
+    stop = task.stop_strings
+    return ProtocolConfig(
+        reflection_instruction=per_task.get("reflection_instruction", str),
+        retry_instruction=proto.get("retry_instruction", str),
+        attempt=SamplingParams(max_new_tokens=per_task.get("max_attempt_tokens", int, min_value=1),
+                               temperature=temperature, top_p=top_p, seed=seed, stop=stop),
+        reflection=SamplingParams(max_new_tokens=per_task.get("max_reflection_tokens", int, min_value=1),
+                                  temperature=temperature, top_p=top_p, seed=seed + 1),
+        prefill=prompt_config(p, task).prefill,
+    )

@@ -1,0 +1,50 @@
+"""The backend interface shared by baseline, failure sampling, evaluation and training rollouts."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 0.0  # 0 means greedy decoding
+    top_p: float = 1.0
+    n: int = 1  # samples per request
+    seed: int = 0
+    stop: tuple[str, ...] = ()  # generation ends after the first of these strings
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """One conversation to continue; `prefill` is text already written in the assistant turn."""
+
+    messages: list[dict[str, str]]
+    prefill: str = ""
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # generated text only (not the prefill), cut just after a stop string
+    num_tokens: int  # tokens generated (the budget this completion used)
+    finish_reason: str = field(default="stop")  # "stop" (eos or stop string) or "length"
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """Cut `text` just after the earliest stop string; say whether one was found."""
+    ends = [text.find(s) + len(s) for s in stop if s and s in text]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
+class Backend(ABC):
+    """Batched chat generation. Implementations must be deterministic for a fixed seed."""
+
+    @abstractmethod
+    def generate(self, requests: list[Request], params: SamplingParams, desc: str = "generate") -> list[list[Completion]]:
+        """Return `params.n` completions for each request, in request order."""
+

@@ -1,0 +1,52 @@
+"""baseline@<task>-<policy>: the policy's 1st try / reflection / 2nd try on the test split."""
+
+import json
+
+import pandas as pd
+
+from r3 import cli, configs
+from r3.artifacts import write_json, write_parquet
+from r3.dataset import load_rows
+from r3.metrics import protocol_metrics
+from r3.params import Params
+from r3.prompts import build_prompt
+from r3.protocol import run_protocol
+from r3.tasks import get_task
+
+log = cli.log
+
+
+def main(args):
+    p = Params.load(args.params)
+    task = get_task(args.task)
+    seed = p.get("seed", int)
+    stage = p.section("baseline")
+    temperature = stage.get("temperature", float, min_value=0.0)
+    top_p = stage.get("top_p", float, min_value=0.0, max_value=1.0)
+    limit = stage.get("limit", (int, type(None)), None, min_value=1)
+    prompt_cfg = configs.prompt_config(p, task)
+    proto_cfg = configs.protocol_config(p, task, temperature, top_p, seed)
+
+    rows = load_rows(args.data, task.name)
+    test = [r for r in rows if r.split == "test"][:limit]
+    shots = [(r.inputs, r.ground_truth) for r in rows if r.split == "train"][: prompt_cfg.few_shot]
+    prompts = [build_prompt(task, r.inputs, prompt_cfg, shots) for r in test]
+    backend = configs.backend(p, args.policy)
+
+    records = run_protocol(backend, task, prompts, [r.ground_truth for r in test], proto_cfg)
+    df = pd.DataFrame([{"id": r.id, "task": task.name, "split": r.split, "policy": args.policy,
+                        "prompt": json.dumps(m, ensure_ascii=False), "ground_truth": json.dumps(r.ground_truth),
+                        **rec} for r, m, rec in zip(test, prompts, records, strict=True)])
+    metrics = protocol_metrics(records, task.error_categories, seed=seed)
+    write_parquet(df, args.out)
+    write_json(metrics, args.metrics)
+    log.info("%s/%s: first %.3f second %.3f (n=%d)", task.name, args.policy,
+             metrics["first_try_acc"], metrics["second_try_acc"], metrics["n"])
+
+
+if __name__ == "__main__":
+    parser = cli.parser(__doc__, task=True, policy=True)
+    parser.add_argument("--data", required=True, help="the task's dataset Parquet")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--metrics", required=True)
+    cli.stage_main("baseline", main, parser)

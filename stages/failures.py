@@ -1,0 +1,82 @@
+"""failures@<task>: k sampled first attempts per train query; keep the queries the policy fails."""
+
+import json
+
+import pandas as pd
+
+from r3 import cli, configs
+from r3.artifacts import write_json, write_parquet
+from r3.dataset import load_rows
+from r3.failures import KEEP_POLICIES, keep
+from r3.inference import SamplingParams
+from r3.params import Params
+from r3.prompts import build_prompt
+from r3.protocol import sample_first_attempts
+from r3.tasks import get_task
+
+log = cli.log
+
+
+def main(args):
+    p = Params.load(args.params)
+    task = get_task(args.task)
+    seed = p.get("seed", int)
+    policy = p.get("policy", str, choices=configs.POLICIES)
+    stage = p.section("failures")
+    n_queries = stage.get("queries", int, min_value=1)
+    k = stage.get("samples", int, min_value=1)
+    keep_policy = stage.get("keep", str, choices=tuple(KEEP_POLICIES))
+    params = SamplingParams(
+        max_new_tokens=p.get(f"protocol.{task.name}.max_attempt_tokens", int, min_value=1),
+        temperature=stage.get("temperature", float, min_value=0.0),
+        top_p=stage.get("top_p", float, min_value=0.0, max_value=1.0),
+        n=k, seed=seed, stop=task.stop_strings)
+    prompt_cfg = configs.prompt_config(p, task)
+
+    rows = load_rows(args.data, task.name)
+    train = [r for r in rows if r.split == "train"]
+    # few-shot demos come from the head of train; sample queries after them so none is its own demo
+    shots = [(r.inputs, r.ground_truth) for r in train[: prompt_cfg.few_shot]]
+    queries = train[prompt_cfg.few_shot:][:n_queries]
+    prompts = [build_prompt(task, r.inputs, prompt_cfg, shots) for r in queries]
+    backend = configs.backend(p, policy)
+
+    samples = sample_first_attempts(backend, task, prompts, [r.ground_truth for r in queries], params,
+                                    prompt_cfg.prefill)
+    records = []
+    for row, prompt, attempts in zip(queries, prompts, samples, strict=True):
+        n_correct = sum(v.correct for _, v, _ in attempts)
+        if not keep(keep_policy, n_correct, k):
+            continue
+        failed = [(t, v) for t, v, _ in attempts if not v.correct]
+        records.append({
+            "id": row.id, "task": task.name, "split": row.split, "policy": policy,
+            "prompt": json.dumps(prompt, ensure_ascii=False), "ground_truth": json.dumps(row.ground_truth),
+            "n_samples": k, "n_correct": n_correct, "pass_rate": n_correct / k,
+            "failed_attempts": [t for t, _ in failed], "failed_categories": [v.category for _, v in failed],
+            # the attempt a training prompt shows as the model's failed first try
+            "attempt": failed[0][0], "attempt_category": failed[0][1].category,
+        })
+    columns = ["id", "task", "split", "policy", "prompt", "ground_truth", "n_samples", "n_correct", "pass_rate",
+               "failed_attempts", "failed_categories", "attempt", "attempt_category"]
+    df = pd.DataFrame(records, columns=columns)
+    all_verdicts = [v for attempts in samples for _, v, _ in attempts]
+    metrics = {
+        "queries": len(queries), "samples_per_query": k, "kept": len(records),
+        "kept_fraction": round(len(records) / len(queries), 4),
+        "sample_acc": round(sum(v.correct for v in all_verdicts) / len(all_verdicts), 4),
+        "queries_solved_any": sum(any(v.correct for _, v, _ in a) for a in samples),
+        "sample_errors": {c: sum(v.category == c for v in all_verdicts) for c in task.error_categories},
+    }
+    write_parquet(df, args.out)
+    write_json(metrics, args.metrics)
+    log.info("%s: kept %d of %d queries (sample accuracy %.3f)", task.name, len(records), len(queries),
+             metrics["sample_acc"])
+
+
+if __name__ == "__main__":
+    parser = cli.parser(__doc__, task=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--metrics", required=True)
+    cli.stage_main("failures", main, parser)

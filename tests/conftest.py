@@ -1,0 +1,43 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tiny_model import build_tiny_model_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama + byte-level tokenizer with a ChatML template, built locally."""
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def tiny_params(model_base: str) -> dict:
+    """The repo's params.yaml shrunk to a profile that runs in seconds on the tiny model."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["model"]["base"] = model_base
+    for task in p["tasks"]:
+        p["data"][task]["splits"] = {"train": 12, "validation": 4, "test": 6}
+        p["protocol"][task]["max_attempt_tokens"] = 12
+        p["protocol"][task]["max_reflection_tokens"] = 8
+    p["inference"]["batch_size"] = 4
+    p["failures"].update(queries=4, samples=2)
+    return p
+
+
+@pytest.fixture
+def workdir(tmp_path, tiny_model_dir) -> Path:
+    """A scratch working directory with a tiny params.yaml and models/raw = the tiny model."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(str(tiny_model_dir))))
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "raw")
+    return tmp_path
+
+
+def run_stage(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "stages" / script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
