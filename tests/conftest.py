@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 import sys
@@ -5,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tiny_model import build_tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,5 +39,7 @@ def workdir(tmp_path, tiny_model_dir) -> Path:
 
 
 def run_stage(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "stages" / script), *args], cwd=cwd,
+    """Run a stage script as DVC would; tests never touch the network (HF offline mode)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "stages" / script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)

@@ -83,6 +83,8 @@ def test_extract_bounded_on_huge_input():
         extract_calls(huge)
     with pytest.raises(ToolCallFormatError):
         extract_calls("[" * 99_000 + "<tool_call>" + "[" * 900)
+    with pytest.raises(ToolCallFormatError):  # a backtracking fence regex would take minutes here
+        extract_calls("<tool_call>```" + " " * 90_000 + "x")
     assert time.perf_counter() - start < 1.0
 
 
@@ -238,6 +240,8 @@ def test_split_smaller_than_requested_when_data_runs_out(bfcl_items):
     few = [it for it in bfcl_items if it.source == "bfcl:live_parallel"]
     splits = fc.assign_splits(few, {"train": 100, "validation": 100, "test": 100}, seed=0)
     assert set(splits) == {it.id for it in few}  # every item used, each split holds min(available, requested)
+    with pytest.raises(R3Error, match="categories must be a list"):
+        fc.load_bfcl({"categories": "simple"}, seed=0)
     with pytest.raises(R3Error, match="unknown split"):
         fc.assign_splits(few, {"dev": 1}, seed=0)
 
@@ -256,7 +260,7 @@ def test_xlam_load_failure_is_one_line(monkeypatch):
     import datasets
 
     def boom(*args, **kwargs):
-        raise ConnectionError("Dataset is gated\nlogin required")
+        raise ConnectionError(f"Dataset is gated\nlogin required (token {kwargs['token']})")
 
     monkeypatch.setattr(datasets, "load_dataset", boom)
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")

@@ -45,6 +45,8 @@ class Backend(ABC):
     """Batched chat generation. Implementations must be deterministic for a fixed seed."""
 
     @abstractmethod
-    def generate(self, requests: list[Request], params: SamplingParams, desc: str = "generate") -> list[list[Completion]]:
+    def generate(
+        self, requests: list[Request], params: SamplingParams, desc: str = "generate"
+    ) -> list[list[Completion]]:
         """Return `params.n` completions for each request, in request order."""
 

@@ -8,8 +8,9 @@ A dataset row (one per item, written by the `download` stage) has the columns
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 CORRECT = "correct"
 SPLITS = ("train", "validation", "test")

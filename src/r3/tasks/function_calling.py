@@ -148,6 +148,8 @@ def load_bfcl(config: dict[str, Any], seed: int) -> list[Item]:
 
     available = bfcl_files()
     categories = config.get("categories", list(CATEGORIES))
+    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+        raise R3Error(f"function_calling: categories must be a list of names, got {categories!r}")
     unknown = [c for c in categories if c not in available]
     if unknown:
         raise R3Error(f"function_calling: unknown BFCL categories {unknown}; available: {list(available)}")
@@ -203,14 +205,13 @@ def load_xlam(config: dict[str, Any], seed: int) -> list[Item]:
     n_items = config.get("n_items")
     if not isinstance(n_items, int) or isinstance(n_items, bool) or n_items < 0:
         raise R3Error(f"function_calling: n_items must be a non-negative int, got {n_items!r}")
+    token = os.environ.get("HF_TOKEN")  # never printed: redacted from error messages below
     try:
         import datasets
 
-        ds = datasets.load_dataset(
-            name, split="train", revision=config.get("revision"), token=os.environ.get("HF_TOKEN")
-        )
+        ds = datasets.load_dataset(name, split="train", revision=config.get("revision"), token=token)
     except Exception as e:  # no network, no token, no access, missing package -> one line
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        reason = " ".join(str(e).replace(token or "\0", "***").split())[:200] or type(e).__name__
         raise R3Error(
             f"function_calling: could not load {name} ({reason}); it is gated and needs HF_TOKEN and "
             "network access; `source: bfcl` is the offline default"

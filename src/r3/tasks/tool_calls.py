@@ -22,7 +22,7 @@ from r3.tasks.base import CORRECT, Verdict
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 MAX_CHARS = 100_000  # longer completions are rejected unparsed (bounded time)
 MAX_DEPTH = 32  # json.loads recurses; reject deep nesting before it can
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.DOTALL)
+_FENCE_LANG = re.compile(r"```[A-Za-z]*")  # only ever matched at one position: linear time
 _STD = re.compile(r"[\s,./\-_*^]")
 
 
@@ -96,6 +96,15 @@ def _blocks(text: str) -> list[str]:
     return blocks
 
 
+def _unfence(block: str) -> str:
+    """Strip whitespace and a ``` / ```json fence (string operations, no backtracking regex)."""
+    block = block.strip()
+    fence = _FENCE_LANG.match(block)
+    if fence and block.endswith("```") and len(block) >= fence.end() + 3:
+        block = block[fence.end() : -3].strip()
+    return block
+
+
 def extract_calls(text: str) -> list[dict]:
     """The tool calls in a completion, as [{"name": str, "arguments": dict}]; ToolCallFormatError if none."""
     if not isinstance(text, str):
@@ -104,11 +113,7 @@ def extract_calls(text: str) -> list[dict]:
         raise ToolCallFormatError(f"completion longer than {MAX_CHARS} characters")
     calls: list[dict] = []
     for block in _blocks(text):
-        block = block.strip()
-        fenced = _FENCE.match(block)
-        if fenced:
-            block = fenced.group(1)
-        value = _loads(block)
+        value = _loads(_unfence(block))
         for call in value if isinstance(value, list) else [value]:
             calls.append(_check_call(call))
     return calls

@@ -1,0 +1,58 @@
+"""End to end: `dvc repro` of the whole pipeline in a temporary copy of the repo, on the tiny profile."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, tiny_params
+
+COPY = ["src", "stages", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
+
+
+def dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture
+def repo_copy(tmp_path, tiny_model_dir) -> Path:
+    for rel in COPY:
+        src, dst = ROOT / rel, tmp_path / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(str(tiny_model_dir))))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def test_dvc_repro_end_to_end_then_nothing_to_do(repo_copy):
+    dvc(repo_copy, "repro")
+    for task in ("countdown", "function_calling"):
+        assert (repo_copy / f"data/failures/{task}.parquet").is_file()
+        metrics = json.loads((repo_copy / f"data/metrics/baseline_{task}.json").read_text())
+        assert metrics["n"] == 6 and 0 <= metrics["first_try_acc"] <= metrics["second_try_acc"] <= 1
+        assert (repo_copy / f"data/metrics/baseline_raw_{task}.json").is_file()
+    shown = dvc(repo_copy, "metrics", "show", "--json").stdout
+    assert "first_try_acc" in shown and "second_try_acc" in shown
+    again = dvc(repo_copy, "repro").stdout
+    assert "Running stage" not in again
+    assert "up to date" in dvc(repo_copy, "status").stdout
+
+
+def test_changing_a_failures_param_reruns_only_failures(repo_copy):
+    dvc(repo_copy, "repro")
+    p = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    p["failures"]["temperature"] = 0.7
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(p))
+    status = dvc(repo_copy, "status", "--json").stdout
+    changed = set(json.loads(status))
+    assert changed == {"failures@countdown", "failures@function_calling"}
