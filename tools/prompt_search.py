@@ -48,6 +48,7 @@ def main():
     ap.add_argument("--data", help="dataset Parquet (default: data/datasets/<task>.parquet)")
     ap.add_argument("--limit", type=int, default=64)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--only", type=int, nargs="*", help="indices of the candidates to try (default: all)")
     args = ap.parse_args()
     p = Params.load(args.params)
     task = get_task(args.task)
@@ -57,7 +58,8 @@ def main():
     backend = configs.backend(p, args.policy)
     max_tokens = p.get(f"protocol.{task.name}.max_attempt_tokens", int)
     results = []
-    for cfg in CANDIDATES[task.name]:
+    candidates = CANDIDATES[task.name]
+    for cfg in [candidates[i] for i in args.only] if args.only else candidates:
         prompts = [build_prompt(task, r.inputs, cfg, shots) for r in val]
         params = SamplingParams(max_new_tokens=max_tokens, stop=task.stop_strings)
         samples = sample_first_attempts(backend, task, prompts, [r.ground_truth for r in val], params, cfg.prefill)

@@ -28,6 +28,8 @@ def backend(p: Params, policy: str) -> Backend:
     name = inf.get("backend", str, choices=BACKENDS)
     options = {"dtype": inf.get("dtype", str, choices=("float32", "bfloat16", "float16")),
                "batch_size": inf.get("batch_size", int, min_value=1)}
+    if name == "transformers":
+        options["device"] = inf.get("device", str, "cpu", choices=("cpu", "cuda"))
     return load_backend(name, str(model_dir(policy)), **options)
 
 

@@ -1,0 +1,1 @@
+"""Priming data: generated reasoning traces and reflect-retry dialogues for supervised priming."""
