@@ -1,0 +1,1 @@
+"""Training: supervised fine-tuning for priming (`sft`) and the reflection RL trainers."""
