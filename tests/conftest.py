@@ -27,14 +27,18 @@ def tiny_params(model_base: str) -> dict:
         p["protocol"][task]["max_reflection_tokens"] = 8
     p["inference"]["batch_size"] = 4
     p["failures"].update(queries=4, samples=2)
+    p["prime"].update(epochs=1, batch_size=2, save_steps=2, bf16=False, max_length=1024)
+    p["prime"]["mix"]["countdown"]["size"] = 4
+    p["prime"]["mix"]["function_calling"]["size"] = 2
     return p
 
 
 @pytest.fixture
 def workdir(tmp_path, tiny_model_dir) -> Path:
-    """A scratch working directory with a tiny params.yaml and models/raw = the tiny model."""
+    """A scratch working directory with a tiny params.yaml and models/{raw,primed} = the tiny model."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(str(tiny_model_dir))))
-    shutil.copytree(tiny_model_dir, tmp_path / "models" / "raw")
+    for policy in ("raw", "primed"):
+        shutil.copytree(tiny_model_dir, tmp_path / "models" / policy)
     return tmp_path
 
 

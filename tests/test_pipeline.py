@@ -30,7 +30,11 @@ def repo_copy(tmp_path, tiny_model_dir) -> Path:
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(str(tiny_model_dir))))
+    # a real checkout has commits; DVCLive reads the git state
+    git = ["git", "-c", "user.name=r3", "-c", "user.email=r3@localhost"]
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=tmp_path, check=True)
     return tmp_path
 
 
@@ -41,6 +45,8 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(repo_copy):
         metrics = json.loads((repo_copy / f"data/metrics/baseline_{task}.json").read_text())
         assert metrics["n"] == 6 and 0 <= metrics["first_try_acc"] <= metrics["second_try_acc"] <= 1
         assert (repo_copy / f"data/metrics/baseline_raw_{task}.json").is_file()
+        assert (repo_copy / f"data/metrics/baseline_primed_{task}.json").is_file()
+    assert (repo_copy / "models/primed/model.safetensors").is_file()
     shown = dvc(repo_copy, "metrics", "show", "--json").stdout
     assert "first_try_acc" in shown and "second_try_acc" in shown
     again = dvc(repo_copy, "repro").stdout
@@ -56,3 +62,13 @@ def test_changing_a_failures_param_reruns_only_failures(repo_copy):
     status = dvc(repo_copy, "status", "--json").stdout
     changed = set(json.loads(status))
     assert changed == {"failures@countdown", "failures@function_calling"}
+
+
+def test_switching_the_policy_changes_only_what_starts_from_it(repo_copy):
+    dvc(repo_copy, "repro")
+    p = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    assert p["policy"] == "primed"
+    p["policy"] = "raw"
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(p))
+    changed = set(json.loads(dvc(repo_copy, "status", "--json").stdout))
+    assert changed == {"failures@countdown", "failures@function_calling", "table@countdown", "table@function_calling"}

@@ -1,11 +1,14 @@
 """Each stage script on a tiny profile: outputs, schemas, metrics, and clean failures on bad input."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import run_stage
+from safetensors.torch import load_file
 
 from r3.dataset import COLUMNS
 
@@ -152,3 +155,18 @@ def test_hub_model_without_network_is_a_clean_error(workdir):
     assert proc.returncode == 1
     assert "someone/no-such-model" in proc.stderr and "bundled:smollm2-135m-instruct" in proc.stderr
     assert not (workdir / "models" / "x").exists()
+
+
+def test_prime_stage_trains_the_raw_model_into_a_primed_policy(workdir):
+    data = [str(_download(workdir, t)) for t in ("countdown", "function_calling")]
+    shutil.rmtree(workdir / "models" / "primed")
+    proc = run_stage(workdir, "prime.py", "--task", "countdown", "function_calling", "--data", *data,
+                     "--out", "models/primed", "--metrics", "prime.json", "--checkpoints", "ckpt", "--live", "live")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((workdir / "prime.json").read_text())
+    assert stats["examples"] >= 4 and stats["trained_tokens"] > 0
+    assert stats["kinds"]["reflection"] >= 1
+    raw = load_file(workdir / "models" / "raw" / "model.safetensors")
+    primed = load_file(workdir / "models" / "primed" / "model.safetensors")
+    assert any(not torch.equal(raw[k], primed[k]) for k in raw)
+    assert list((workdir / "ckpt").iterdir()), "checkpoints are kept for resuming"
