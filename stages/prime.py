@@ -26,7 +26,8 @@ def main(args):
     seed = p.get("seed", int)
     prime = p.section("prime")
     hparams = dict(
-        epochs=prime.get("epochs", float, min_value=0.0), learning_rate=prime.get("learning_rate", float, min_value=0.0),
+        epochs=prime.get("epochs", float, min_value=0.0),
+        learning_rate=prime.get("learning_rate", float, min_value=0.0),
         batch_size=prime.get("batch_size", int, min_value=1), grad_accum=prime.get("grad_accum", int, min_value=1),
         max_length=prime.get("max_length", int, min_value=16), weight_decay=prime.get("weight_decay", float, 0.0),
         warmup_steps=prime.get("warmup_steps", float, 0.0, min_value=0.0), bf16=prime.get("bf16", bool),
@@ -49,9 +50,9 @@ def main(args):
     if not examples:
         raise R3Error("prime.mix: no priming examples (all sizes are 0)")
 
-    key = hashlib.sha256(json.dumps({"params": p.as_dict().get("prime"), "model": p.as_dict().get("model"), "n": len(examples),
-                                     "first": examples[0], "last": examples[-1]}, sort_keys=True,
-                                    default=str).encode()).hexdigest()[:12]
+    run = {"params": p.as_dict().get("prime"), "model": p.as_dict().get("model"), "n": len(examples),
+           "first": examples[0], "last": examples[-1]}
+    key = hashlib.sha256(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:12]
     checkpoints = Path(args.checkpoints) / key
     with atomic_path(args.out, is_dir=True) as tmp:
         stats = train_sft(configs.model_dir("raw"), examples, tmp, checkpoint_dir=checkpoints,
