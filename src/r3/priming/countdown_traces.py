@@ -10,7 +10,7 @@ final equation), subgoal_setting ("first make X from these numbers, then ...") a
 are not behaviours. Every "a op b = c" statement in any generated text is true.
 
 Variants (the priming conditions of "Cognitive Behaviors that Enable Self-Improving Reasoners"):
-  all_strategies             1-3 failed attempts, each checked (the first always) and abandoned; usually
+  all_strategies             1-2 failed attempts, each checked (the first always) and abandoned; usually
                              backward chaining and a subgoal; the solution; a final check.
   backtracking_only          failed attempts that are abandoned; nothing else.
   backtracking_verification  failed attempts, checked and abandoned; a final check.
@@ -42,6 +42,7 @@ ALLOWED = {  # behaviours each variant may contain
     "backtracking_verification": frozenset({"backtracking", "verification"}),
     "negative_control": frozenset(), "empty_cot": frozenset(),
 }
+_MAX_FAILED = 2  # failed attempts per trace: keeps traces within the attempt budget (protocol.countdown)
 _PLAN_PROB = 0.8  # chance of each of backward chaining / subgoal setting where the variant allows them
 
 _T = {  # phrasing templates per step kind; the rng picks one each time
@@ -298,7 +299,7 @@ def generate_trace(numbers: list[int] | tuple[int, ...], target: int, variant: s
     steps = [("intro", _say("intro", rng, t=target, nums=_names(numbers)))]
     if allowed:
         pool = _wrong_paths(numbers, target, rng)  # attempts: a few of the closer misses, in random order
-        attempts = rng.sample(pool[:6], min(rng.randint(1, 3), len(pool[:6])))
+        attempts = rng.sample(pool[:6], min(rng.randint(1, _MAX_FAILED), len(pool[:6])))
         for i, path in enumerate(attempts):
             check = "verification" in allowed and (i == 0 or rng.random() < 0.6)
             steps += _failed_attempt(path, target, check, rng)
