@@ -1,4 +1,8 @@
-"""baseline@<task>-<policy>: the policy's 1st try / reflection / 2nd try on the test split."""
+"""baseline@<task>-<policy>: the policy's 1st try / reflection / 2nd try on the test split.
+
+The `evaluate` stages run this same script on a trained model (`--model`), so vanilla and trained
+policies go through one protocol by construction.
+"""
 
 import json
 
@@ -31,7 +35,7 @@ def main(args):
     test = [r for r in rows if r.split == "test"][:limit]
     shots = [(r.inputs, r.ground_truth) for r in rows if r.split == "train"][: prompt_cfg.few_shot]
     prompts = [build_prompt(task, r.inputs, prompt_cfg, shots) for r in test]
-    backend = configs.backend(p, args.policy)
+    backend = configs.backend(p, args.policy, args.model)
 
     records = run_protocol(backend, task, prompts, [r.ground_truth for r in test], proto_cfg)
     df = pd.DataFrame([{"id": r.id, "task": task.name, "split": r.split, "policy": args.policy,
@@ -47,6 +51,7 @@ def main(args):
 if __name__ == "__main__":
     parser = cli.parser(__doc__, task=True, policy=True)
     parser.add_argument("--data", required=True, help="the task's dataset Parquet")
+    parser.add_argument("--model", help="model directory (default: models/<policy>)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--metrics", required=True)
     cli.stage_main("baseline", main, parser)

@@ -11,6 +11,9 @@ import pytest
 import yaml
 from conftest import ROOT, tiny_params
 
+TASKS = ("countdown", "function_calling")
+DOWNSTREAM_OF_FAILURES = (*(f"train@{t}" for t in TASKS), *(f"evaluate@{m}-{t}" for m in TASKS for t in TASKS),
+                          *(f"results@{t}" for t in TASKS))
 COPY = ["src", "stages", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
 
 
@@ -47,8 +50,23 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(repo_copy):
         assert (repo_copy / f"data/metrics/baseline_raw_{task}.json").is_file()
         assert (repo_copy / f"data/metrics/baseline_primed_{task}.json").is_file()
     assert (repo_copy / "models/primed/model.safetensors").is_file()
+    for task, other in (("countdown", "function_calling"), ("function_calling", "countdown")):
+        assert (repo_copy / f"models/r3/{task}/model.safetensors").is_file()
+        table = json.loads((repo_copy / f"data/metrics/table_{task}.json").read_text())
+        assert table["n"] == 6 and table["vanilla_policy"] == "primed" and table["trained_method"] == "r3"
+        for key in ("vanilla_first", "vanilla_second", "trained_first", "trained_second"):
+            assert 0 <= table[key] <= 1 and len(table[f"{key}_ci95"]) == 2
+        assert table["delta_second"] == round(table["trained_second"] - table["vanilla_second"], 4)
+        assert table[f"ood_trained_on_{other}"]["n"] == 6
+        evaluated = json.loads((repo_copy / f"data/metrics/eval_{task}.json").read_text())
+        assert evaluated["first_try_acc"] == table["trained_first"]
+        train = json.loads((repo_copy / f"data/metrics/train_r3_{task}.json").read_text())
+        assert train["global_step"] == 2 and train["generated_tokens"] > 0
+        assert list((repo_copy / f"data/train_live/{task}/plots/metrics").rglob("reward.tsv"))
     shown = dvc(repo_copy, "metrics", "show", "--json").stdout
-    assert "first_try_acc" in shown and "second_try_acc" in shown
+    assert "first_try_acc" in shown and "trained_second" in shown and "delta_second" in shown
+    plots = dvc(repo_copy, "plots", "show", "--json").stdout
+    assert "train_live/countdown/plots/metrics/train/reward.tsv" in plots
     again = dvc(repo_copy, "repro").stdout
     assert "Running stage" not in again
     assert "up to date" in dvc(repo_copy, "status").stdout
@@ -61,7 +79,16 @@ def test_changing_a_failures_param_reruns_only_failures(repo_copy):
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(p))
     status = dvc(repo_copy, "status", "--json").stdout
     changed = set(json.loads(status))
-    assert changed == {"failures@countdown", "failures@function_calling"}
+    assert changed == {"failures@countdown", "failures@function_calling", *DOWNSTREAM_OF_FAILURES}
+
+
+def test_changing_a_training_param_reruns_only_training_and_what_follows(repo_copy):
+    dvc(repo_copy, "repro")
+    p = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    p["train"]["learning_rate"] = 3e-5
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(p))
+    changed = set(json.loads(dvc(repo_copy, "status", "--json").stdout))
+    assert changed == set(DOWNSTREAM_OF_FAILURES)
 
 
 def test_switching_the_policy_changes_only_what_starts_from_it(repo_copy):
@@ -71,4 +98,4 @@ def test_switching_the_policy_changes_only_what_starts_from_it(repo_copy):
     p["policy"] = "raw"
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(p))
     changed = set(json.loads(dvc(repo_copy, "status", "--json").stdout))
-    assert changed == {"failures@countdown", "failures@function_calling", "table@countdown", "table@function_calling"}
+    assert changed == {"failures@countdown", "failures@function_calling", *DOWNSTREAM_OF_FAILURES}

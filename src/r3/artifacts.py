@@ -87,3 +87,8 @@ def read_json_column(df: pd.DataFrame, column: str, path: str | os.PathLike) -> 
         except (TypeError, ValueError) as exc:
             raise R3Error(f"{path}: column {column!r} row {i} is not valid JSON ({exc})") from None
     return out
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """Rows as dicts with None (not NaN) where a value is missing, as the protocol wrote them."""
+    return df.astype(object).where(df.notna(), None).to_dict("records")

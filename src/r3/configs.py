@@ -23,14 +23,17 @@ def model_dir(policy: str) -> Path:
     return path
 
 
-def backend(p: Params, policy: str) -> Backend:
+def backend(p: Params, policy: str, model: str | Path | None = None) -> Backend:
+    """The configured inference backend over the policy's model (or over `model`, a model directory)."""
     inf = p.section("inference")
     name = inf.get("backend", str, choices=BACKENDS)
     options = {"dtype": inf.get("dtype", str, choices=("float32", "bfloat16", "float16")),
                "batch_size": inf.get("batch_size", int, min_value=1)}
     if name == "transformers":
         options["device"] = inf.get("device", str, "cpu", choices=("cpu", "cuda"))
-    return load_backend(name, str(model_dir(policy)), **options)
+    if model is not None and not (Path(model) / "config.json").is_file():
+        raise R3Error(f"{model}: not a model directory (no config.json)")
+    return load_backend(name, str(model or model_dir(policy)), **options)
 
 
 def prompt_config(p: Params, task: Task) -> PromptConfig:

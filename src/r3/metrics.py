@@ -41,3 +41,32 @@ def protocol_metrics(records: Sequence[dict], categories: Sequence[str], seed: i
         "first_try_errors": {c: first_cats.get(c, 0) for c in categories},
         "retry_errors": {c: retry_cats.get(c, 0) for c in categories},
     }
+
+
+def paired_delta(before: Sequence[float], after: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, list[float]]:
+    """Mean of `after - before` over the same items, with a paired percentile bootstrap CI."""
+    a, b = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired delta needs the same items: {a.shape} vs {b.shape}")
+    return round(float((b - a).mean()), 4) if len(a) else float("nan"), bootstrap_ci(b - a, n_boot, seed, level)
+
+
+def paper_table(vanilla: Sequence[dict], trained: Sequence[dict], seed: int = 0) -> dict:
+    """The paper's table for one task: vanilla and trained 1st/2nd-try accuracies with CIs, and paired deltas.
+
+    Records are protocol records with an `id`; the two runs must cover the same items.
+    """
+    by_id = {r["id"]: r for r in trained}
+    if sorted(by_id) != sorted(r["id"] for r in vanilla):
+        raise ValueError("vanilla and trained runs cover different test items")
+    pairs = [(v, by_id[v["id"]]) for v in vanilla]
+    table: dict = {"n": len(pairs)}
+    for name, key in (("first", "first_correct"), ("second", "second_correct")):
+        before = [float(v[key]) for v, _ in pairs]
+        after = [float(t[key]) for _, t in pairs]
+        for who, values in (("vanilla", before), ("trained", after)):
+            table[f"{who}_{name}"] = round(sum(values) / len(values), 4) if values else 0.0
+            table[f"{who}_{name}_ci95"] = bootstrap_ci(values, seed=seed)
+        table[f"delta_{name}"], table[f"delta_{name}_ci95"] = paired_delta(before, after, seed=seed)
+    return table

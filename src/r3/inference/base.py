@@ -33,6 +33,7 @@ class Completion:
     text: str  # generated text only (not the prefill), cut just after a stop string
     num_tokens: int  # tokens generated (the budget this completion used)
     finish_reason: str = field(default="stop")  # "stop" (eos or stop string) or "length"
+    token_ids: tuple[int, ...] = ()  # the sampled token ids, eos included (training rollouts need them)
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

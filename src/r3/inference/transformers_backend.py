@@ -119,6 +119,10 @@ class TransformersBackend(Backend):
                                                     add_generation_prompt=True)
         return prompt + request.prefill
 
+    def encode(self, request: Request) -> list[int]:
+        """The prompt token ids `generate` feeds the model for `request` (chat template + prefill)."""
+        return self.tokenizer(self.render(request), add_special_tokens=False)["input_ids"]
+
     def generate(self, requests: list[Request], params: SamplingParams,
                  desc: str = "generate") -> list[list[Completion]]:
         if params.max_new_tokens < 1:
@@ -221,7 +225,7 @@ class TransformersBackend(Backend):
         text = self.tokenizer.decode(ids[:-1] if hit_eos else ids, skip_special_tokens=True)
         text, hit_stop = cut_at_stop(text, params.stop)
         reason = "stop" if hit_eos or hit_stop else "length"
-        return Completion(text=text, num_tokens=len(ids), finish_reason=reason)
+        return Completion(text=text, num_tokens=len(ids), finish_reason=reason, token_ids=tuple(ids))
 
 
 def _nucleus(probs: torch.Tensor, top_p: float, k: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

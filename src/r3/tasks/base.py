@@ -55,3 +55,6 @@ class Task:
     verify: Callable[[str, dict[str, Any]], Verdict]
     # generation may stop once one of these is produced (the answer is closed)
     stop_strings: tuple[str, ...] = ()
+    # completion -> the text of its answer (inside the answer tags), or None: finds reflections that
+    # already spell out the answer a retry then copies (reward hacking)
+    answer_span: Callable[[str], str | None] = lambda text: None

@@ -323,4 +323,5 @@ TASK = Task(
     render_answer=render_answer,
     verify=verify,
     stop_strings=(_CLOSE,),
+    answer_span=extract_answer,
 )

@@ -53,6 +53,14 @@ def _reference(allowed: Any) -> Any:
     return allowed
 
 
+def answer_span(completion: str) -> str | None:
+    """The text inside the last <tool_call> block, or None."""
+    start = completion.rfind(OPEN) if isinstance(completion, str) else -1
+    if start < 0:
+        return None
+    return completion[start + len(OPEN):].split(CLOSE, 1)[0]
+
+
 def render_answer(ground_truth: dict[str, Any]) -> str:
     """<tool_call>[...]</tool_call> with the first non-"" allowed value of each argument."""
     calls = [{"name": c["name"], "arguments": _reference(c["arguments"])} for c in ground_truth["calls"]]
@@ -311,4 +319,5 @@ TASK = Task(
     render_answer=render_answer,
     verify=verify,
     stop_strings=(CLOSE,),
+    answer_span=answer_span,
 )

@@ -1,0 +1,101 @@
+"""train@<task>: R3 GRPO (or the plain-GRPO control) on the task's failure set, from the selected policy.
+
+`train.method: r3` rewards a reflection by the verdict on the retry it leads to; `grpo` rewards the 1st
+attempt directly (same queries, same generation budget). The model lands in models/<method>/<task>;
+checkpoints live in a persistent folder keyed by a hash of everything that shapes the run.
+"""
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from r3 import cli, configs
+from r3.artifacts import atomic_path, read_parquet, write_json
+from r3.errors import R3Error
+from r3.params import Params
+from r3.tasks import get_task
+from r3.training.grpo import train_grpo
+from r3.training.rollout import METHODS, Query, Rollout
+
+log = cli.log
+
+FAILURE_COLUMNS = {"id": str, "prompt": str, "ground_truth": str, "attempt": str}
+
+
+def main(args):
+    p = Params.load(args.params)
+    task = get_task(args.task)
+    seed = p.get("seed", int)
+    policy = p.get("policy", str, choices=configs.POLICIES)
+    t = p.section("train")
+    method = t.get("method", str, choices=METHODS)
+    temperature = t.get("temperature", float, min_value=0.0)
+    top_p = t.get("top_p", float, min_value=0.0, max_value=1.0)
+    proto = configs.protocol_config(p, task, temperature, top_p, seed)
+    reflection_tokens = t.get("max_reflection_tokens", (int, type(None)), None, min_value=1)
+    retry_tokens = t.get("max_retry_tokens", (int, type(None)), None, min_value=1)
+    proto = replace(proto, reflection=replace(proto.reflection, max_new_tokens=reflection_tokens
+                                              or proto.reflection.max_new_tokens),
+                    attempt=replace(proto.attempt, max_new_tokens=retry_tokens or proto.attempt.max_new_tokens))
+    max_prompt_tokens = t.get("max_prompt_tokens", int, min_value=16)
+    hparams = dict(
+        num_generations=t.get("num_generations", int, min_value=2),
+        queries_per_step=t.get("queries_per_step", int, min_value=1),
+        learning_rate=t.get("learning_rate", float, min_value=0.0), beta=t.get("beta", float, min_value=0.0),
+        max_steps=t.get("max_steps", int, min_value=1),
+        loss_type=t.get("loss_type", str, choices=("grpo", "dr_grpo", "dapo", "bnpo")),
+        scale_rewards=t.get("scale_rewards", str, choices=("group", "batch", "none")),
+        temperature=temperature, top_p=top_p, seed=seed, bf16=t.get("bf16", bool),
+        max_completion_length=(proto.reflection if method == "r3" else proto.attempt).max_new_tokens,
+        lora=t.get("lora", dict) if t.get("lora.enabled", bool) else None)
+    token_budget = t.get("token_budget", (int, type(None)), None, min_value=1)
+
+    df = read_parquet(args.failures, FAILURE_COLUMNS)
+    if df.empty:
+        raise R3Error(f"{args.failures}: the failure set is empty; nothing to train on (see failures.keep)")
+    queries = [Query(row.id, task, json.loads(row.ground_truth), json.loads(row.prompt), row.attempt)
+               for row in df.itertuples()]
+    tokenizer = AutoTokenizer.from_pretrained(configs.model_dir(policy))
+    long = [q for q in queries if _prompt_tokens(tokenizer, q, method, proto) > max_prompt_tokens]
+    if long:
+        log.warning("%s: %d of %d queries have prompts over train.max_prompt_tokens=%d; left out", task.name,
+                    len(long), len(queries), max_prompt_tokens)
+        queries = [q for q in queries if q not in long]
+    if not queries:
+        raise R3Error(f"train.max_prompt_tokens={max_prompt_tokens}: every query's prompt is longer")
+    inf = p.section("inference")
+    rollout = Rollout(method, queries, {task.name: proto}, dtype=inf.get("dtype", str),
+                      batch_size=inf.get("batch_size", int, min_value=1),
+                      zero_copied=t.get("zero_copied_reward", bool))
+
+    run = {"train": p.as_dict().get("train"), "policy": policy, "task": task.name, "proto": repr(proto),
+           "queries": [q.id for q in queries], "model": p.as_dict().get("model")}
+    key = hashlib.sha256(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    with atomic_path(args.out, is_dir=True) as tmp:
+        stats = train_grpo(configs.model_dir(policy), rollout, tmp, checkpoint_dir=Path(args.checkpoints) / key,
+                           save_steps=t.get("save_steps", int, min_value=1), token_budget=token_budget,
+                           report_to="dvclive", logging_dir=args.live, **hparams)
+    stats.update(method=method, policy=policy, left_out_long_prompts=len(long))
+    write_json(stats, args.metrics)
+    log.info("%s/%s: %d steps, %d generated tokens, reward %.3f, zero-variance groups %.2f, %.0f s", task.name,
+             method, stats["global_step"], stats["generated_tokens"], stats["reward_mean"] or 0.0,
+             stats["frac_reward_zero_std"] or 0.0, stats["train_runtime"])
+
+
+def _prompt_tokens(tokenizer, q: Query, method: str, proto) -> int:
+    """Tokens of the prompt the trained completion continues (for grpo: with the prefill)."""
+    text = tokenizer.apply_chat_template(q.prompt(method, proto), tokenize=False, add_generation_prompt=True)
+    return len(tokenizer(text + (proto.prefill if method == "grpo" else ""), add_special_tokens=False)["input_ids"])
+
+
+if __name__ == "__main__":
+    parser = cli.parser(__doc__, task=True)
+    parser.add_argument("--failures", required=True, help="the task's failure-set Parquet")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--metrics", required=True)
+    parser.add_argument("--checkpoints", required=True, help="persistent folder for resumable checkpoints")
+    parser.add_argument("--live", required=True, help="DVCLive folder for the training curves")
+    cli.stage_main("train", main, parser)

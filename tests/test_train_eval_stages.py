@@ -1,0 +1,120 @@
+"""The train, evaluate and results stages on the tiny profile, and the paper table's arithmetic."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import run_stage
+from test_stages import _download
+
+from r3.metrics import paired_delta, paper_table
+
+
+def _failures(workdir, task):
+    data = _download(workdir, task)
+    proc = run_stage(workdir, "failures.py", "--task", task, "--data", str(data), "--out", f"f_{task}.parquet",
+                     "--metrics", "f.json")
+    assert proc.returncode == 0, proc.stderr
+    return data, workdir / f"f_{task}.parquet"
+
+
+def _train(workdir, task, failures, out="models/r3/x"):
+    return run_stage(workdir, "train.py", "--task", task, "--failures", str(failures), "--out", out,
+                     "--metrics", "t.json", "--checkpoints", "ckpt", "--live", "live")
+
+
+@pytest.mark.parametrize("method", ["r3", "grpo"])
+def test_train_stage_writes_a_model_metrics_and_curves(workdir, method):
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    p["train"]["method"] = method
+    (workdir / "params.yaml").write_text(yaml.safe_dump(p))
+    _, failures = _failures(workdir, "countdown")
+    proc = _train(workdir, "countdown", failures)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((workdir / "t.json").read_text())
+    assert stats["method"] == method and stats["global_step"] == 2 and stats["generated_tokens"] > 0
+    assert (stats["retry_success"] is None) == (method == "grpo")
+    assert (workdir / "models/r3/x/model.safetensors").is_file()
+    assert (workdir / "live/plots/metrics/reward.tsv").is_file()
+    assert any((workdir / "ckpt").rglob("checkpoint-*")), "checkpoints are kept for resuming"
+
+
+def test_train_stage_on_an_empty_failure_set_fails_cleanly(workdir):
+    _, failures = _failures(workdir, "countdown")
+    df = pd.read_parquet(failures)
+    df.iloc[:0].to_parquet(workdir / "empty.parquet")
+    proc = _train(workdir, "countdown", workdir / "empty.parquet")
+    assert proc.returncode == 1 and "failure set is empty" in proc.stderr
+    assert not (workdir / "models/r3/x").exists() and not (workdir / "t.json").exists()
+
+
+def test_train_stage_names_a_bad_param(workdir):
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    p["train"]["method"] = "ppo"
+    (workdir / "params.yaml").write_text(yaml.safe_dump(p))
+    _, failures = _failures(workdir, "countdown")
+    proc = _train(workdir, "countdown", failures)
+    assert proc.returncode == 1 and "train.method" in proc.stderr
+    assert not (workdir / "models/r3/x").exists()
+
+
+def test_evaluate_runs_the_baseline_protocol_on_a_given_model_and_rejects_a_missing_one(workdir):
+    data = _download(workdir, "countdown")
+    args = ["--task", "countdown", "--policy", "r3", "--data", str(data), "--out", "e.parquet", "--metrics", "e.json"]
+    proc = run_stage(workdir, "baseline.py", *args, "--model", "models/raw")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((workdir / "e.json").read_text())["n"] == 6
+    (workdir / "e.parquet").unlink()
+    proc = run_stage(workdir, "baseline.py", *args, "--model", "models/nowhere")
+    assert proc.returncode == 1 and "models/nowhere" in proc.stderr
+    assert not (workdir / "e.parquet").exists()
+
+
+def _records(first, second):
+    pairs = enumerate(zip(first, second, strict=True))
+    return [{"id": str(i), "first_correct": f, "second_correct": s} for i, (f, s) in pairs]
+
+
+def test_paper_table_pairs_items_and_reports_deltas():
+    vanilla = _records([1, 0, 0, 0], [1, 1, 0, 0])
+    trained = list(reversed(_records([1, 1, 0, 0], [1, 1, 1, 0])))  # order must not matter
+    table = paper_table(vanilla, trained)
+    assert table["n"] == 4
+    assert (table["vanilla_first"], table["vanilla_second"]) == (0.25, 0.5)
+    assert (table["trained_first"], table["trained_second"]) == (0.5, 0.75)
+    assert table["delta_first"] == 0.25 and table["delta_second"] == 0.25
+    lo, hi = table["delta_second_ci95"]
+    assert lo == 0.0 and 0.25 <= hi <= 1.0  # paired: every item changes by 0 or +1, never -1
+
+
+def test_paired_delta_of_identical_runs_is_zero_with_a_zero_width_ci():
+    assert paired_delta([1, 0, 1], [1, 0, 1]) == (0.0, [0.0, 0.0])
+
+
+def test_paper_table_refuses_runs_over_different_items():
+    with pytest.raises(ValueError, match="different test items"):
+        paper_table(_records([1], [1]), [{"id": "other", "first_correct": 1, "second_correct": 1}])
+
+
+def test_results_stage_writes_the_paper_table(workdir):
+    def write(path, first, second):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{**r, "first_category": "correct" if r["first_correct"] else "missed_target", "retry": None,
+                 "retry_correct": None, "retry_category": None, "reflection_tokens": None}
+                for r in _records(first, second)]
+        pd.DataFrame(rows).astype({"first_correct": bool, "second_correct": bool}).to_parquet(path)
+
+    write(workdir / "b/primed/countdown.parquet", [1, 0, 0, 0], [1, 0, 0, 0])
+    write(workdir / "b/raw/countdown.parquet", [0, 0, 0, 0], [0, 0, 0, 0])
+    write(workdir / "e/countdown/countdown.parquet", [1, 1, 0, 0], [1, 1, 1, 0])
+    write(workdir / "e/function_calling/countdown.parquet", [1, 0, 0, 0], [1, 0, 0, 0])
+    proc = run_stage(workdir, "results.py", "--task", "countdown", "--baseline", "b", "--eval", "e",
+                     "--metrics-dir", "m")
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads((workdir / "m/table_countdown.json").read_text())
+    assert (table["vanilla_first"], table["trained_second"], table["delta_second"]) == (0.25, 0.75, 0.5)
+    assert (table["raw_first"], table["raw_second"]) == (0.0, 0.0)
+    assert table["ood_trained_on_function_calling"]["delta_first"] == 0.0
+    assert json.loads((workdir / "m/eval_countdown.json").read_text())["n_retried"] == 0
+    assert json.loads((workdir / "m/baseline_countdown.json").read_text())["first_try_acc"] == 0.25
