@@ -30,7 +30,9 @@ def tiny_params(model_base: str) -> dict:
     p["prime"].update(epochs=1, batch_size=2, save_steps=2, bf16=False, max_length=1024)
     p["prime"]["mix"]["countdown"]["size"] = 4
     p["prime"]["mix"]["function_calling"]["size"] = 2
-    p["train"].update(max_steps=2, num_generations=2, queries_per_step=2, save_steps=1, bf16=False)
+    # the byte-level tiny tokenizer makes function-calling prompts several thousand tokens long
+    p["train"].update(max_steps=2, num_generations=2, queries_per_step=2, save_steps=1, bf16=False,
+                      max_prompt_tokens=100_000)
     return p
 
 
