@@ -13,16 +13,14 @@ is expected to cost more by about the retry's generation; the aim is at most 1.7
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
 from r3 import configs
-from r3.artifacts import read_parquet
 from r3.params import Params
 from r3.tasks import get_task
 from r3.training.grpo import make_trainer
-from r3.training.rollout import Query, Rollout
+from r3.training.rollout import Query, Rollout, failure_queries
 
 
 class TimedRollout(Rollout):
@@ -66,10 +64,7 @@ def main():
     task = get_task(args.task)
     model = args.model or str(configs.model_dir(p.get("policy", str)))
     proto = configs.protocol_config(p, task, 1.0, 1.0, 0)
-    df = read_parquet(f"data/failures/{task.name}.parquet", {"id": str, "prompt": str, "ground_truth": str,
-                                                             "attempt": str})
-    queries = [Query(r.id, task, json.loads(r.ground_truth), json.loads(r.prompt), r.attempt)
-               for r in df.head(args.queries * (args.steps + 1)).itertuples()]
+    queries = failure_queries(f"data/failures/{task.name}.parquet", task)[: args.queries * (args.steps + 1)]
     results = [run(method, model, queries, proto, args) for method in ("grpo", "r3")]
     for r in results:
         print(f"{r['method']:5s} step {r['step_s']:7.1f} s  (generation {r['generation_s']:6.1f} s, "

@@ -13,17 +13,14 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from r3 import cli, configs
-from r3.artifacts import atomic_path, read_parquet, write_json
+from r3.artifacts import atomic_path, write_json
 from r3.errors import R3Error
 from r3.params import Params
 from r3.tasks import get_task
 from r3.training.grpo import train_grpo
-from r3.training.rollout import METHODS, Query, Rollout
+from r3.training.rollout import METHODS, Query, Rollout, failure_queries
 
 log = cli.log
-
-FAILURE_COLUMNS = {"id": str, "prompt": str, "ground_truth": str, "attempt": str}
-
 
 def main(args):
     p = Params.load(args.params)
@@ -53,11 +50,9 @@ def main(args):
         lora=t.get("lora", dict) if t.get("lora.enabled", bool) else None)
     token_budget = t.get("token_budget", (int, type(None)), None, min_value=1)
 
-    df = read_parquet(args.failures, FAILURE_COLUMNS)
-    if df.empty:
+    queries = failure_queries(args.failures, task)
+    if not queries:
         raise R3Error(f"{args.failures}: the failure set is empty; nothing to train on (see failures.keep)")
-    queries = [Query(row.id, task, json.loads(row.ground_truth), json.loads(row.prompt), row.attempt)
-               for row in df.itertuples()]
     tokenizer = AutoTokenizer.from_pretrained(configs.model_dir(policy))
     long = [q for q in queries if _prompt_tokens(tokenizer, q, method, proto) > max_prompt_tokens]
     if long:

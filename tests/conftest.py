@@ -5,10 +5,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tiny_model import build_tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """A tiny model gains nothing from threads, and two stall badly when another process is busy.
+
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

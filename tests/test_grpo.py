@@ -20,6 +20,8 @@ from r3.tasks.base import Verdict
 from r3.training.grpo import make_trainer, train_grpo
 from r3.training.rollout import Query, Rollout
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: the tiny model runs on one thread
+
 COUNTDOWN = get_task("countdown")
 # a verifier the tests control: a retry is right iff it says RIGHT
 SCRIPTED_TASK = replace(COUNTDOWN, verify=lambda text, truth: Verdict(
@@ -29,15 +31,6 @@ PROTO = ProtocolConfig(
     attempt=SamplingParams(max_new_tokens=10, temperature=1.0),
     reflection=SamplingParams(max_new_tokens=8, temperature=1.0), prefill="<answer>")
 GOOD, BAD = "Add all three numbers.", "zzz qqq"  # two reflections; position 0 / 1 of every group
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model is fastest on one thread (and two contend badly when the machine is busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from r3.inference.base import Request, SamplingParams, cut_at_stop
 from r3.inference.transformers_backend import TransformersBackend, _nucleus
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: the tiny model runs on one thread
+
 EOS = 2
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model gains nothing from threads, and they stall badly when another process is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from r3.tasks import get_task
 from r3.tasks.base import Verdict
 from r3.training.rollout import Query, Rollout, copied_answer, outcome_reward, prompt_key
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: the tiny model runs on one thread
+
 COUNTDOWN = get_task("countdown")
 PROTO = ProtocolConfig(
     reflection_instruction="REFLECT", retry_instruction="RETRY",
@@ -75,15 +77,6 @@ class ScriptedBackend:
             out.append([Completion(text, len(ids), "stop", ids)])
         self.calls.append((desc, list(requests), params, [c[0] for c in out]))
         return out
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model is fastest on one thread (and two contend badly when the machine is busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from r3.artifacts import read_parquet
 from r3.inference import Request, SamplingParams
 from r3.inference.transformers_backend import TransformersBackend
 from r3.protocol import ProtocolConfig, attempt_text, reflection_conversation, retry_conversation
@@ -45,6 +46,15 @@ class Query:
         if method == "r3":
             return reflection_conversation(self.task_prompt, self.attempt, proto)
         return self.task_prompt
+
+
+FAILURE_COLUMNS = {"id": str, "prompt": str, "ground_truth": str, "attempt": str}
+
+
+def failure_queries(path, task: Task) -> list[Query]:
+    """The training queries of a failure set (`failures` stage Parquet): task prompt, truth, failed attempt."""
+    df = read_parquet(path, FAILURE_COLUMNS)
+    return [Query(r.id, task, json.loads(r.ground_truth), json.loads(r.prompt), r.attempt) for r in df.itertuples()]
 
 
 def prompt_key(prompt: list[dict]) -> str:
