@@ -9,7 +9,7 @@ A dataset row (one per item, written by the `download` stage) has the columns
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 CORRECT = "correct"
@@ -58,3 +58,6 @@ class Task:
     # completion -> the text of its answer (inside the answer tags), or None: finds reflections that
     # already spell out the answer a retry then copies (reward hacking)
     answer_span: Callable[[str], str | None] = lambda text: None
+    # error category -> a regex (case-insensitive) that a reflection naming that error matches; the
+    # analysis counts how often a reflection names the error its first attempt actually made
+    error_cues: dict[str, str] = field(default_factory=dict)

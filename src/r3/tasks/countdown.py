@@ -324,4 +324,11 @@ TASK = Task(
     verify=verify,
     stop_strings=(_CLOSE,),
     answer_span=extract_answer,
+    error_cues={
+        "invalid_equation": r"pars|format|syntax|invalid|malformed|\btags?\b|not an? (valid )?(equation|expression)"
+                            r"|only (write|put) the equation",
+        "wrong_numbers": r"twice|left out|leave out|each (number )?(exactly )?once|every number|more than once"
+                         r"|missing|did(n't| not) use|extra number|not (in|one of) the (given )?numbers",
+        "missed_target": r"target|miss|(not|n't) equal|result (is|was) (wrong|off)|wrong (value|result|total)",
+    },
 )

@@ -320,4 +320,10 @@ TASK = Task(
     verify=verify,
     stop_strings=(CLOSE,),
     answer_span=answer_span,
+    error_cues={
+        "format": r"format|pars|json|syntax|<tool_call>|bracket|quot|\btags?\b|list of calls",
+        "wrong_tool": r"wrong (tool|function)|(tool|function) name|(another|different|right|correct) (tool|function)"
+                      r"|should (have )?(call|use)",
+        "wrong_arguments": r"argument|parameter|value|required|missing|\btype\b|unit",
+    },
 )

@@ -1,0 +1,1 @@
+"""Error analysis, cognitive-behaviour measurement and the experiment report."""
