@@ -61,13 +61,24 @@ def test_dvc_repro_end_to_end_then_nothing_to_do(repo_copy):
         train = json.loads((repo_copy / f"data/metrics/train_r3_{task}.json").read_text())
         assert train["global_step"] == 2 and train["generated_tokens"] > 0
         assert list((repo_copy / f"data/train_live/{task}/plots/metrics").rglob("reward.tsv"))
+        analysis = json.loads((repo_copy / f"data/metrics/analysis_{task}.json").read_text())
+        assert set(analysis) == {"raw", "primed", "r3", "delta"}
+        assert analysis["r3"]["first_try_acc"] == table["trained_first"]
+    report = (repo_copy / "data/report/report.html").read_text()
+    assert report.count("data:image/png;base64,") == len(list((repo_copy / "data/report/figures").glob("*.png")))
+    assert "countdown_training.png" in (repo_copy / "data/report/report.md").read_text()
     shown = dvc(repo_copy, "metrics", "show", "--json").stdout
     assert "first_try_acc" in shown and "trained_second" in shown and "delta_second" in shown
     plots = dvc(repo_copy, "plots", "show", "--json").stdout
     assert "data/train_live/countdown/plots/metrics/reward.tsv" in plots
+    assert "data/analysis/countdown/errors.csv" in plots and "data/analysis/countdown/transitions/primed.csv" in plots
     again = dvc(repo_copy, "repro").stdout
     assert "Running stage" not in again
     assert "up to date" in dvc(repo_copy, "status").stdout
+    p = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    p["analyze"]["examples"] = 1
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(p))
+    assert set(json.loads(dvc(repo_copy, "status", "--json").stdout)) == {"analyze"}
 
 
 def test_changing_a_failures_param_reruns_only_failures(repo_copy):
@@ -97,4 +108,4 @@ def test_switching_the_policy_changes_only_what_starts_from_it(repo_copy):
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(p))
     changed = set(json.loads(dvc(repo_copy, "status", "--json").stdout))
     assert changed == {*(f"failures@{t}" for t in TASKS), *(f"train@{t}" for t in TASKS),
-                       *(f"results@{t}" for t in TASKS)}
+                       *(f"results@{t}" for t in TASKS), "analyze"}

@@ -197,12 +197,14 @@ def add_task_section(doc: Document, task: Task, analysis: dict, runs: dict[str, 
     else:
         doc.text("No training curves found for this task.")
 
-    source = trained if trained is not None else vanilla
+    # examples from the trained policy, else the first policy that has some (vanilla first)
+    order = [p for p in (trained, vanilla, *policies) if p is not None]
     for fixed, title in ((True, "fixed by reflection"), (False, "where reflection did not help")):
+        source = next((p for p in order if pick_examples(runs[p], fixed, 1)), order[0])
         doc.heading(f"Examples {title} ({source})", 3)
         picked = pick_examples(runs[source], fixed, examples)
         if not picked:
-            doc.text("None in this run.")
+            doc.text("None in any policy of this run.")
         for r in picked:
             doc.example(f"{r['id']} (1st try: {r['first_category']}; retry: {r['retry_category']})",
                         {"query": _query(r), "1st attempt": r["first_attempt"], "reflection": r["reflection"],
