@@ -58,6 +58,20 @@ def workdir(tmp_path, tiny_model_dir) -> Path:
     return tmp_path
 
 
+def countdown_queries(task, n: int = 2) -> list:
+    """n failed Countdown queries for training rollouts; the targets differ in length, so a batch's
+    prompts are left padded."""
+    from r3.prompts import PromptConfig, build_prompt
+    from r3.tasks import get_task
+    from r3.training.rollout import Query
+
+    items = [([1, 2, 3], 6), ([2, 3, 4], 24), ([5, 5, 1], 11)][:n]
+    return [Query(f"q{i}", task, {"numbers": nums, "target": target},
+                  build_prompt(get_task("countdown"), {"numbers": nums, "target": target}, PromptConfig("concise")),
+                  attempt=f"<answer>{'+'.join(map(str, nums))}0</answer>")
+            for i, (nums, target) in enumerate(items)]
+
+
 def run_stage(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess:
     """Run a stage script as DVC would; tests never touch the network (HF offline mode)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import countdown_queries
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from r3.inference import Completion, Request, SamplingParams
 from r3.inference.transformers_backend import TransformersBackend
-from r3.prompts import PromptConfig, build_prompt
 from r3.protocol import ProtocolConfig
 from r3.tasks import get_task
 from r3.tasks.base import Verdict
@@ -39,12 +39,7 @@ def tok(tiny_model_dir):
 
 
 def _queries(task=SCRIPTED_TASK, n=2) -> list[Query]:
-    # the targets differ in length, so the prompts of a batch are left padded
-    items = [([1, 2, 3], 6), ([2, 3, 4], 24), ([5, 5, 1], 11)][:n]
-    return [Query(f"q{i}", task, {"numbers": nums, "target": target},
-                  build_prompt(COUNTDOWN, {"numbers": nums, "target": target}, PromptConfig("concise")),
-                  attempt=f"<answer>{'+'.join(map(str, nums))}0</answer>")
-            for i, (nums, target) in enumerate(items)]
+    return countdown_queries(task, n)
 
 
 class ScriptedBackend:

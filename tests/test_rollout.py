@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import countdown_queries
 
 from r3.inference import Completion, Request, SamplingParams
 from r3.inference.transformers_backend import TransformersBackend
-from r3.prompts import PromptConfig, build_prompt
 from r3.protocol import ProtocolConfig, reflection_conversation, retry_conversation
 from r3.tasks import get_task
 from r3.tasks.base import Verdict
@@ -24,11 +24,7 @@ PROTO = ProtocolConfig(
 
 
 def _queries(task=COUNTDOWN, n=2) -> list[Query]:
-    items = [([1, 2, 3], 6), ([2, 3, 4], 24), ([5, 5, 1], 11)][:n]
-    return [Query(f"q{i}", task, {"numbers": nums, "target": target},
-                  build_prompt(COUNTDOWN, {"numbers": nums, "target": target}, PromptConfig("concise")),
-                  attempt=f"<answer>{'+'.join(map(str, nums))}0</answer>")
-            for i, (nums, target) in enumerate(items)]
+    return countdown_queries(task, n)
 
 
 def _repeated(rollout: Rollout, g: int) -> list[list[dict]]:
