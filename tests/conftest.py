@@ -9,6 +9,9 @@ import torch
 import yaml
 from tiny_model import build_tiny_model_dir
 
+from r3.inference import Completion
+from r3.inference.transformers_backend import TransformersBackend
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,6 +73,35 @@ def countdown_queries(task, n: int = 2) -> list:
                   build_prompt(get_task("countdown"), {"numbers": nums, "target": target}, PromptConfig("concise")),
                   attempt=f"<answer>{'+'.join(map(str, nums))}0</answer>")
             for i, (nums, target) in enumerate(items)]
+
+
+class ScriptedBackend:
+    """A training-rollout backend: reflections by position in the batch (`reflections[i % len]`), retries and
+    attempts from functions of (request, position); completions carry real token ids (text + eos) of the tiny
+    tokenizer. Encodes like the real backend."""
+
+    render = TransformersBackend.render
+    encode = TransformersBackend.encode
+
+    def __init__(self, tokenizer, proto, reflections=("r",), retry=lambda req, i: "", attempt=lambda req, i: ""):
+        self.tokenizer, self.proto, self.reflections = tokenizer, proto, list(reflections)
+        self.retry, self.attempt = retry, attempt
+        self.calls = []
+
+    def generate(self, requests, params, desc=""):
+        out = []
+        for i, r in enumerate(requests):
+            last = r.messages[-1]["content"]
+            if last == self.proto.reflection_instruction:
+                text = self.reflections[i % len(self.reflections)]
+            elif last == self.proto.retry_instruction:
+                text = self.retry(r, i)
+            else:
+                text = self.attempt(r, i)
+            ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + (self.tokenizer.eos_token_id,)
+            out.append([Completion(text, len(ids), "stop", ids)])
+        self.calls.append((desc, list(requests), params, [c[0] for c in out]))
+        return out
 
 
 def run_stage(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess:

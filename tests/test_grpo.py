@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import countdown_queries
+from conftest import ScriptedBackend, countdown_queries
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from r3.inference import Completion, Request, SamplingParams
-from r3.inference.transformers_backend import TransformersBackend
+from r3.inference import Request, SamplingParams
 from r3.protocol import ProtocolConfig
 from r3.tasks import get_task
 from r3.tasks.base import Verdict
@@ -42,31 +41,6 @@ def _queries(task=SCRIPTED_TASK, n=2) -> list[Query]:
     return countdown_queries(task, n)
 
 
-class ScriptedBackend:
-    """Reflection i of a batch is `reflections[i % len]`; a retry is `retries[the reflection in its context]`.
-    Completions carry the tiny tokenizer's ids (text + eos); prompts encode exactly like the real backend."""
-
-    render = TransformersBackend.render
-    encode = TransformersBackend.encode
-
-    def __init__(self, tokenizer, reflections, retries):
-        self.tokenizer, self.reflections, self.retries = tokenizer, list(reflections), retries
-
-    def generate(self, requests, params, desc=""):
-        out = []
-        for i, r in enumerate(requests):
-            last = r.messages[-1]["content"]
-            if last == PROTO.reflection_instruction:
-                text = self.reflections[i % len(self.reflections)]
-            elif last == PROTO.retry_instruction:
-                text = self.retries[r.messages[-2]["content"]]
-            else:  # a plain-GRPO attempt
-                text = self.retries[self.reflections[i % len(self.reflections)]]
-            ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + (self.tokenizer.eos_token_id,)
-            out.append([Completion(text, len(ids), "stop", ids)])
-        return out
-
-
 @dataclass
 class ScriptedRollout(Rollout):
     """The r3 rollout over a scripted backend; raises when asked for step `crash_at` (an interruption).
@@ -91,8 +65,11 @@ class Interrupted(Exception):
 
 
 def _rollout(tok, retries, reflections=(GOOD, BAD), method="r3", n=2, **kw) -> ScriptedRollout:
-    return ScriptedRollout(method, _queries(n=n), {"countdown": PROTO}, dtype="float32",
-                           script=ScriptedBackend(tok, reflections, retries), **kw)
+    """Reflection i of a batch is `reflections[i % len]`; a retry is `retries[the reflection in its context]`,
+    a plain-GRPO attempt i is `retries[reflections[i % len]]`."""
+    script = ScriptedBackend(tok, PROTO, reflections, retry=lambda r, i: retries[r.messages[-2]["content"]],
+                             attempt=lambda r, i: retries[reflections[i % len(reflections)]])
+    return ScriptedRollout(method, _queries(n=n), {"countdown": PROTO}, dtype="float32", script=script, **kw)
 
 
 def _trainer(model_dir, rollout, out_dir, **kw):

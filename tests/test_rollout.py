@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import countdown_queries
+from conftest import ScriptedBackend, countdown_queries
 
-from r3.inference import Completion, Request, SamplingParams
+from r3.inference import Request, SamplingParams
 from r3.inference.transformers_backend import TransformersBackend
 from r3.protocol import ProtocolConfig, reflection_conversation, retry_conversation
 from r3.tasks import get_task
@@ -43,34 +43,6 @@ class Recorder:
 
     def generate(self, requests, params, desc=""):
         out = self.backend.generate(requests, params, desc)
-        self.calls.append((desc, list(requests), params, [c[0] for c in out]))
-        return out
-
-
-class ScriptedBackend:
-    """Reflections by position in the batch (`reflections[i % len]`), retries and attempts from functions of
-    the request; completions carry real token ids (text + eos) of the tiny tokenizer. Encodes like the real
-    backend."""
-
-    render = TransformersBackend.render
-    encode = TransformersBackend.encode
-
-    def __init__(self, tokenizer, reflections=("r",), retry=lambda req: "", attempt=lambda req: ""):
-        self.tokenizer, self.reflections, self.retry, self.attempt = tokenizer, list(reflections), retry, attempt
-        self.calls = []
-
-    def generate(self, requests, params, desc=""):
-        out = []
-        for i, r in enumerate(requests):
-            last = r.messages[-1]["content"]
-            if last == PROTO.reflection_instruction:
-                text = self.reflections[i % len(self.reflections)]
-            elif last == PROTO.retry_instruction:
-                text = self.retry(r)
-            else:
-                text = self.attempt(r)
-            ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + (self.tokenizer.eos_token_id,)
-            out.append([Completion(text, len(ids), "stop", ids)])
         self.calls.append((desc, list(requests), params, [c[0] for c in out]))
         return out
 
@@ -178,7 +150,7 @@ def test_retry_prompt_contains_the_exact_reflection(tiny_model_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     reflections = ["I used 30 instead of 3;\n  the sum 1+2+3 works.", "Multiply: 2*3*4 = 24 ✓"]
-    scripted = ScriptedBackend(tok, reflections, retry=lambda r: "1+2+3</answer>")
+    scripted = ScriptedBackend(tok, PROTO, reflections, retry=lambda r, i: "1+2+3</answer>")
     queries = _queries()
     rollout = Rollout("r3", queries, {"countdown": PROTO})
     prompts = _repeated(rollout, 2)
@@ -201,7 +173,7 @@ def test_grpo_attempt_is_the_completion_and_is_verified_with_its_prefill(tiny_mo
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    scripted = ScriptedBackend(tok, attempt=lambda r: "1+2+3</answer>")
+    scripted = ScriptedBackend(tok, PROTO, attempt=lambda r, i: "1+2+3</answer>")
     queries = _queries()
     rollout = Rollout("grpo", queries, {"countdown": PROTO})
     out = rollout.generate(scripted, _repeated(rollout, 2), seed=0)
@@ -230,7 +202,7 @@ def test_zero_copied_zeroes_the_reward_of_a_copying_retry(tiny_model_dir, zero_c
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     reflections = ["the answer is 1 + 2 + 3", "add all three numbers"]
-    scripted = ScriptedBackend(tok, reflections, retry=lambda r: "1+2+3</answer>")
+    scripted = ScriptedBackend(tok, PROTO, reflections, retry=lambda r, i: "1+2+3</answer>")
     rollout = Rollout("r3", _queries(n=1), {"countdown": PROTO}, zero_copied=zero_copied)
     out = rollout.generate(scripted, _repeated(rollout, 2), seed=0)
     assert out["retry_success"] == [1.0, 1.0]  # both retries are right
@@ -244,8 +216,8 @@ def test_fake_verifier_is_used(tiny_model_dir):
 
     task = replace(COUNTDOWN, verify=lambda text, truth: Verdict("RIGHT" in text, "correct" if "RIGHT" in text
                                                                   else "missed_target"))
-    scripted = ScriptedBackend(AutoTokenizer.from_pretrained(tiny_model_dir), ["a", "b"],
-                               retry=lambda r: "RIGHT" if r.messages[-2]["content"] == "a" else "WRONG")
+    scripted = ScriptedBackend(AutoTokenizer.from_pretrained(tiny_model_dir), PROTO, ["a", "b"],
+                               retry=lambda r, i: "RIGHT" if r.messages[-2]["content"] == "a" else "WRONG")
     rollout = Rollout("r3", _queries(task, n=1), {"countdown": PROTO})
     assert rollout.generate(scripted, _repeated(rollout, 2), seed=0)["outcome"] == [1.0, 0.0]
 
