@@ -16,6 +16,7 @@ import pandas as pd
 from r3 import cli
 from r3.analysis.behaviours import Classifier
 from r3.analysis.document import Document
+from r3.analysis.errors import answer_rate
 from r3.analysis.judge import LLMJudge, api_key_from_env, backend_chat, openai_chat
 from r3.analysis.report import add_task_section, analyze_task, plot_rows, read_curves, summary_metrics, transition_rows
 from r3.analysis.rules import RulesClassifier
@@ -24,6 +25,7 @@ from r3.configs import POLICIES, backend
 from r3.errors import R3Error
 from r3.params import Params
 from r3.tasks import get_task
+from r3.tasks.countdown import uses_unary_minus
 
 log = cli.log
 
@@ -84,6 +86,9 @@ def main(args):
                 pd.DataFrame(transition_rows(recs), columns=["first", "retry"]).to_csv(
                     out / name / "transitions" / f"{policy}.csv", index=False)
             summaries[name] = summary_metrics(analysis)
+            if name == "countdown":  # how often answers lean on the unary-minus rule (data.countdown.unary_minus)
+                for policy, recs in runs.items():
+                    summaries[name][policy]["unary_minus_rate"] = answer_rate(recs, uses_unary_minus)
             add_task_section(doc, task, analysis, runs, read_curves(args.live / name, CURVES), examples)
             log.info("%s: policies %s", name, ", ".join(runs))
         if getattr(judge, "unparsed", 0):

@@ -1,6 +1,7 @@
 import pytest
 
 from r3.analysis.errors import (
+    answer_rate,
     category_rates,
     distinct_n,
     final_category,
@@ -10,6 +11,7 @@ from r3.analysis.errors import (
     transitions,
 )
 from r3.tasks import get_task
+from r3.tasks.countdown import uses_unary_minus
 
 CD = get_task("countdown")
 CATS = CD.error_categories
@@ -93,3 +95,15 @@ def test_reflection_stats_on_fixed_reflections():
     # "twice" names wrong_numbers; "careful" names nothing
     assert s["names_error_rate"] == pytest.approx(2 / 3, abs=1e-4)
     assert reflection_stats([rec("correct")], CD) == {"n": 0}
+
+
+def test_answer_rate_counts_first_attempts_and_retries_separately():
+    def attempt(first, retry=None):
+        return {"first_attempt": f"<answer>{first}</answer>", "retry": retry and f"<answer>{retry}</answer>"}
+
+    records = [attempt("-3 + 5 + 2"), attempt("3 + 5 + 2"), attempt("3 - 5 + 2", "-3 + 5 + 2"),
+               attempt("10 + -(5 + 2)", "10 - (5 + 2)"), attempt("oops", "5 - -3 - 2")]
+    # 1st tries: 2 of 5 use a unary minus; retries: 2 of the 3 there are (None is no retry, not a miss)
+    assert answer_rate(records, uses_unary_minus) == {"first": 0.4, "retry": round(2 / 3, 4)}
+    assert answer_rate(records[:2], uses_unary_minus) == {"first": 0.5, "retry": 0.0}
+    assert answer_rate([], uses_unary_minus) == {"first": 0.0, "retry": 0.0}

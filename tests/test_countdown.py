@@ -65,10 +65,120 @@ def test_division_by_zero_is_invalid():
 
 @pytest.mark.parametrize(
     "answer",
-    ["", "3 5 7", "-3 + 5 + 7", "3 * -5 + 7", "(3 + 5", "3 + 5)", "3.0*5+7", "3*5+7 = 22", "x", "3 +* 5"],
+    ["", "3 5 7", "(3 + 5", "3 + 5)", "3.0*5+7", "3*5+7 = 22", "x", "3 +* 5", "+3 + 5 + 7", "3 -"],
 )
 def test_invalid_equations(answer):
     assert check(f"<answer>{answer}</answer>")[1] == "invalid_equation"
+
+
+# ---------------------------------------------------------------- unary minus (data.countdown.unary_minus)
+
+ON, OFF = {**GT, "unary_minus": True}, {**GT, "unary_minus": False}
+UNARY = [("10 + -(5 + 2)", [10, 5, 2], 3), ("-3 + 5 + 2", [3, 5, 2], 4)]
+
+
+@pytest.mark.parametrize("answer,numbers,target", UNARY)
+def test_unary_minus_accepted_by_default_and_rejected_when_off(answer, numbers, target):
+    gt = {"numbers": numbers, "target": target}
+    assert check(f"<answer>{answer}</answer>", gt) == (True, "correct")  # no key: TinyZero's default
+    assert check(f"<answer>{answer}</answer>", {**gt, "unary_minus": True}) == (True, "correct")
+    v = countdown.verify(f"<answer>{answer}</answer>", {**gt, "unary_minus": False})
+    assert (v.correct, v.category, v.detail) == (False, "invalid_equation", "unary minus is not allowed")
+
+
+def test_unary_minus_numbers_are_the_unsigned_literals():
+    # -3 uses the number 3 (TinyZero's \d+ regex): a reused 5 is still wrong_numbers, as is a left-out 7
+    assert countdown.verify("<answer>-3 + 5 + 5</answer>", ON).detail == "used [3, 5, 5], given [3, 5, 7]"
+    assert check("<answer>-3 + 5 + 5</answer>", ON) == (False, "wrong_numbers")
+    assert check("<answer>-3 * 5</answer>", ON) == (False, "wrong_numbers")
+    assert check("<answer>-3 + 5 + 7</answer>", ON) == (False, "missed_target")  # = 9
+    assert check("<answer>-3 + 5 + 5</answer>", OFF) == (False, "invalid_equation")
+
+
+# (answer, numbers, target, TinyZero's verdict): compute_score == 1.0 (correct) or not, worked out by
+# running TinyZero's validate_equation + evaluate_equation (re.findall(r"\d+") and eval) on each case
+TINYZERO = [
+    ("10 + -(5 + 2)", [10, 5, 2], 3, True),
+    ("-3 + 5 + 2", [3, 5, 2], 4, True),
+    ("--3 + 5 + 2", [3, 5, 2], 10, True),  # Python: --3 == 3
+    ("- - -3 + 5 + 2", [3, 5, 2], 4, True),
+    ("3 - -5 * 2", [3, 5, 2], 13, True),  # unary minus binds tighter than *
+    ("3 - - 5 + 2", [3, 5, 2], 10, True),
+    ("2 * -3 + 5", [3, 5, 2], -1, True),
+    ("-(3 - 5) * 2", [3, 5, 2], 4, True),
+    ("-3 + -5 + -2", [3, 5, 2], -10, True),
+    ("(-3)", [3], -3, True),
+    ("-3 + 5 + 2", [3, 5, 2], 10, False),  # = 4
+    ("-3 + 5 + 5", [3, 5, 2], 7, False),  # 5 twice
+    ("-3 + 5", [3, 5, 2], 2, False),  # 2 left out
+    ("3 -", [3], 3, False),  # not an expression
+]
+
+
+@pytest.mark.parametrize("answer,numbers,target,tinyzero", TINYZERO)
+def test_unary_minus_agrees_with_tinyzero(answer, numbers, target, tinyzero):
+    gt = {"numbers": numbers, "target": target}
+    assert countdown.verify(f"<answer>{answer}</answer>", gt).correct is tinyzero
+
+
+@pytest.mark.parametrize("gt", [ON, OFF])
+def test_unary_plus_is_rejected_in_both_modes(gt):
+    # a documented difference: TinyZero's eval accepts +3 (a no-op); here a unary '+' is invalid either way
+    for answer in ("+3 * 5 + 7", "7 + +3 * 5", "3 * +5 + 7"):
+        assert check(f"<answer>{answer}</answer>", gt) == (False, "invalid_equation")
+
+
+def test_unary_minus_nesting_is_bounded():
+    depth = arithmetic.MAX_DEPTH
+    assert arithmetic.evaluate(arithmetic.parse("-" * depth + "3", unary_minus=True)) == 3  # an even run
+    assert arithmetic.evaluate(arithmetic.parse("-(" * (depth // 2) + "3" + ")" * (depth // 2), unary_minus=True)) == 3
+    # unary minuses count with parentheses: each case is within MAX_TOKENS and the paren limit alone
+    for deep in ["-" * (depth + 1) + "3", "- " * 60 + "3", "-(" * 20 + "3" + ")" * 20, "(-" * 20 + "3" + ")" * 20]:
+        with pytest.raises(arithmetic.ArithmeticParseError, match="nested deeper"):
+            arithmetic.parse(deep, unary_minus=True)
+    with pytest.raises(arithmetic.ArithmeticParseError, match="more than"):  # the token limit counts them too
+        arithmetic.parse("-" * 100 + "3", unary_minus=True)
+
+
+def test_parser_unary_minus_api():
+    with pytest.raises(arithmetic.ArithmeticParseError, match="unary minus is not allowed"):
+        arithmetic.parse("-3")  # off by default: the parser is strict unless asked
+    e = arithmetic.parse("10 + −(5 + 2) * -1", unary_minus=True)  # '−' is an alias
+    assert arithmetic.literals(e) == [10, 5, 2, 1]
+    assert arithmetic.evaluate(e) == 17
+    assert arithmetic.parse("--3", unary_minus=True) == arithmetic.Neg(arithmetic.Neg(arithmetic.Num(3)))
+    # Python's precedence: the minus negates the factor 3, not the product
+    assert arithmetic.parse("-3 * 5", unary_minus=True) == arithmetic.BinOp(
+        "*", arithmetic.Neg(arithmetic.Num(3)), arithmetic.Num(5))
+
+
+@pytest.mark.parametrize("completion,uses", [
+    ("<think>x</think><answer>-3 + 5 + 2</answer>", True),
+    ("<answer>10 + -(5 + 2)</answer>", True),
+    ("<answer>3 - -2</answer>", True),
+    ("<answer>10 - (5 + 2)</answer>", False),  # a binary minus only
+    ("<answer>-3 +* 5</answer>", False),  # invalid either way
+    ("-3 + 5 + 2", False),  # no answer
+    (None, False),
+])
+def test_uses_unary_minus(completion, uses):
+    assert countdown.uses_unary_minus(completion) is uses
+
+
+def test_loaders_write_the_unary_minus_flag_into_every_ground_truth(monkeypatch):
+    small = {**GEN, "n_items": 20}
+    assert all(it.ground_truth["unary_minus"] is True for it in countdown.load_generated(small, seed=0))
+    off = countdown.load_generated({**small, "unary_minus": False}, seed=0)
+    assert all(it.ground_truth["unary_minus"] is False for it in off)
+    assert countdown.verify("<answer>-3 + 5 + 2</answer>", {**off[0].ground_truth, "numbers": [3, 5, 2],
+                                                             "target": 4}).category == "invalid_equation"
+    with pytest.raises(R3Error, match="unary_minus"):
+        countdown.load_generated({**small, "unary_minus": "yes"}, seed=0)
+    datasets = pytest.importorskip("datasets")
+    rows = [{"nums": [3, 5, 7], "target": 22}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *_a, **_k: datasets.Dataset.from_list(rows))
+    hub = countdown.load_hub({"n_items": 1, "unary_minus": False}, seed=0)
+    assert hub[0].ground_truth["unary_minus"] is False
 
 
 # ---------------------------------------------------------------- hostile outputs
@@ -89,6 +199,8 @@ HOSTILE = [
     "1+" * 100 + "1",
     "1" * 10_000_000,
     "lambda: 0",
+    "- " * 60 + "3",
+    "-" * 100_000 + "3",
 ]
 
 

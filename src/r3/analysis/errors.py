@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -86,3 +86,15 @@ def reflection_stats(records: Sequence[dict], task: Task) -> dict:
         "names_error_rate": round(
             sum(names_error(r["reflection"], r["first_category"], task) for r in refl) / len(refl), 4),
     }
+
+
+def answer_rate(records: Sequence[dict], uses: Callable[[str], bool]) -> dict[str, float]:
+    """Share of 1st attempts, and of retries, whose text `uses` something (e.g. countdown's unary minus).
+
+    Every attempt counts in the denominator, answered or not; 0.0 when there is no attempt of a kind.
+    """
+    out = {}
+    for name, texts in (("first", [r["first_attempt"] for r in records]),
+                        ("retry", [r["retry"] for r in records if r["retry"] is not None])):
+        out[name] = round(sum(map(uses, texts)) / len(texts), 4) if texts else 0.0
+    return out

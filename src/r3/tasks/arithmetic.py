@@ -2,9 +2,18 @@
 
 Model output is untrusted, so nothing here calls eval/exec/compile: a hand-written tokenizer and
 a recursive-descent parser accept only ASCII integer literals, + - * / (and the aliases × ÷ −),
-parentheses and ASCII whitespace. Unary minus, decimals and powers are rejected. Size limits are
+parentheses and ASCII whitespace. Decimals and powers are always rejected. Size limits are
 checked before parsing (length, token count, paren depth), so recursion depth is always small and
 hostile inputs are rejected in time linear in the (capped) input length. Values are exact Fractions.
+
+Unary minus is off by default and enabled with `parse(text, unary_minus=True)`, which then follows
+Python's (so TinyZero's eval-based) grammar for it: a '-' (or '−') where an operand is expected
+negates the following factor, binding tighter than * and / (`-3 * 5`, `10 + -(5 + 2)`, `3 - -2`),
+and repeats (`--3` is 3). A run of unary minuses is read in a loop, not by recursion, and every
+unary minus counts as a token (MAX_TOKENS) and as one nesting level together with parentheses
+(MAX_DEPTH), so `- - - ... 3` stays bounded. Unary plus (`+3`, `3 * +5`) is rejected in both modes
+although Python accepts it: it never changes a value, and keeping it out leaves the option meaning
+exactly one thing.
 
 Every problem raises `ArithmeticParseError` (a ValueError) with a short message.
 """
@@ -16,7 +25,7 @@ from fractions import Fraction
 
 MAX_CHARS = 512  # longest equation text accepted
 MAX_TOKENS = 64  # numbers + operators + parentheses
-MAX_DEPTH = 32  # parenthesis nesting
+MAX_DEPTH = 32  # parenthesis nesting (unary minuses count too)
 MAX_LITERAL_DIGITS = 12  # keeps every literal (and so every value) small
 
 _OPS = {"+": "+", "-": "-", "*": "*", "/": "/", "×": "*", "÷": "/", "−": "-"}
@@ -39,7 +48,12 @@ class BinOp:
     right: Expr
 
 
-Expr = Num | BinOp
+@dataclass(frozen=True)
+class Neg:
+    operand: Expr
+
+
+Expr = Num | BinOp | Neg
 
 
 def tokenize(text: str) -> list[str | int]:
@@ -93,12 +107,19 @@ def tokenize(text: str) -> list[str | int]:
 class _Parser:
     """Recursive descent over a pre-checked token list (depth is bounded by MAX_DEPTH/MAX_TOKENS)."""
 
-    def __init__(self, tokens: list[str | int]):
+    def __init__(self, tokens: list[str | int], unary_minus: bool = False):
         self.tokens = tokens
         self.pos = 0
+        self.unary_minus = unary_minus
+        self.depth = 0  # open parentheses plus pending unary minuses
 
     def peek(self) -> str | int | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def nest(self, levels: int) -> None:
+        self.depth += levels
+        if self.depth > MAX_DEPTH:  # only reachable through unary minuses: tokenize bounds parentheses alone
+            raise ArithmeticParseError(f"parentheses and unary minuses nested deeper than {MAX_DEPTH}")
 
     def expr(self) -> Expr:
         node = self.term()
@@ -117,16 +138,30 @@ class _Parser:
         return node
 
     def factor(self) -> Expr:
+        minuses = 0
+        while self.unary_minus and self.peek() == "-":  # a loop, not recursion: long runs cost no stack
+            minuses += 1
+            self.pos += 1
+        self.nest(minuses)
+        node = self.atom()
+        self.depth -= minuses
+        for _ in range(minuses):
+            node = Neg(node)
+        return node
+
+    def atom(self) -> Expr:
         tok = self.peek()
         if isinstance(tok, int):
             self.pos += 1
             return Num(tok)
         if tok == "(":
             self.pos += 1
+            self.nest(1)
             node = self.expr()
             if self.peek() != ")":
                 raise ArithmeticParseError("expected ')'")
             self.pos += 1
+            self.depth -= 1
             return node
         if tok == "-":
             raise ArithmeticParseError("unary minus is not allowed")
@@ -135,9 +170,12 @@ class _Parser:
         raise ArithmeticParseError(f"unexpected {tok!r}")
 
 
-def parse(text: str) -> Expr:
-    """Parse an equation into an expression tree; raise ArithmeticParseError if not acceptable."""
-    parser = _Parser(tokenize(text))
+def parse(text: str, unary_minus: bool = False) -> Expr:
+    """Parse an equation into an expression tree; raise ArithmeticParseError if not acceptable.
+
+    unary_minus: accept a '-' that negates a factor (see the module docstring); off, it is an error.
+    """
+    parser = _Parser(tokenize(text), unary_minus)
     node = parser.expr()
     if parser.pos != len(parser.tokens):
         raise ArithmeticParseError(f"unexpected {parser.tokens[parser.pos]!r}")
@@ -148,6 +186,8 @@ def literals(expr: Expr) -> list[int]:
     """The integer literals of the expression, left to right."""
     if isinstance(expr, Num):
         return [expr.value]
+    if isinstance(expr, Neg):  # the literal itself, unsigned: `-3` uses the number 3 (as TinyZero's \d+)
+        return literals(expr.operand)
     return literals(expr.left) + literals(expr.right)
 
 
@@ -155,6 +195,8 @@ def evaluate(expr: Expr) -> Fraction:
     """Exact value of the expression; division by zero raises ArithmeticParseError."""
     if isinstance(expr, Num):
         return Fraction(expr.value)
+    if isinstance(expr, Neg):
+        return -evaluate(expr.operand)
     a, b = evaluate(expr.left), evaluate(expr.right)
     if expr.op == "+":
         return a + b

@@ -40,19 +40,25 @@ def extract_answer(completion: str) -> str | None:
     return completion[start:] if end < 0 else completion[start:end]
 
 
-def verify(completion: str, ground_truth: dict[str, Any]) -> Verdict:
-    """Binary verdict plus category; never raises on any completion string."""
+def _equation(completion: str) -> str:
+    """The stripped equation text of the last answer; ArithmeticParseError when there is none to parse."""
     answer = extract_answer(completion) if isinstance(completion, str) else None
     if answer is None:
-        return Verdict(False, "invalid_equation", "no <answer> tag")
+        raise arithmetic.ArithmeticParseError("no <answer> tag")
     if len(answer) > 4 * arithmetic.MAX_CHARS:  # skip stripping megabytes; parse would reject it anyway
-        return Verdict(False, "invalid_equation", f"equation longer than {arithmetic.MAX_CHARS} characters")
+        raise arithmetic.ArithmeticParseError(f"equation longer than {arithmetic.MAX_CHARS} characters")
+    return answer.strip()
+
+
+def verify(completion: str, ground_truth: dict[str, Any]) -> Verdict:
+    """Binary verdict plus category; never raises on any completion string.
+
+    ground_truth["unary_minus"] (default True, as TinyZero's eval) allows `-3 + 5 + 2`; the number
+    check uses the unsigned literals, so `-3` uses the number 3 (as TinyZero's digit regex reads it).
+    """
     try:
-        expr = arithmetic.parse(answer.strip())
-    except arithmetic.ArithmeticParseError as e:
-        return Verdict(False, "invalid_equation", str(e))
-    try:  # evaluated before the number check: dividing by zero is invalid whatever the numbers
-        value = arithmetic.evaluate(expr)
+        expr = arithmetic.parse(_equation(completion), unary_minus=ground_truth.get("unary_minus", True))
+        value = arithmetic.evaluate(expr)  # before the number check: dividing by zero is invalid whatever the numbers
     except arithmetic.ArithmeticParseError as e:
         return Verdict(False, "invalid_equation", str(e))
     used = arithmetic.literals(expr)
@@ -63,6 +69,23 @@ def verify(completion: str, ground_truth: dict[str, Any]) -> Verdict:
     if abs(value - Fraction(target)) < TOLERANCE:
         return Verdict(True, CORRECT, f"= {target}")
     return Verdict(False, "missed_target", f"= {value}, target {target}")
+
+
+def _parses(equation: str, unary_minus: bool) -> bool:
+    try:
+        arithmetic.parse(equation, unary_minus=unary_minus)
+    except arithmetic.ArithmeticParseError:
+        return False
+    return True
+
+
+def uses_unary_minus(completion: str) -> bool:
+    """Whether the answer's equation needs the unary-minus rule: it parses with it and not without it."""
+    try:
+        equation = _equation(completion)
+    except arithmetic.ArithmeticParseError:
+        return False
+    return _parses(equation, True) and not _parses(equation, False)
 
 
 # ---------------------------------------------------------------- solver
@@ -129,9 +152,18 @@ def solve(numbers: list[int] | tuple[int, ...], target: int) -> str | None:
 # ---------------------------------------------------------------- sources
 
 
-def _make_item(numbers: list[int], target: int, solution: str, source: str) -> Item:
+def _unary_minus(config: dict[str, Any]) -> bool:
+    """data.countdown.unary_minus (default True, as TinyZero): whether the verifier accepts a unary minus."""
+    value = config.get("unary_minus", True)
+    if not isinstance(value, bool):
+        raise R3Error(f"countdown: unary_minus must be true or false, got {value!r}")
+    return value
+
+
+def _make_item(numbers: list[int], target: int, solution: str, source: str, unary_minus: bool) -> Item:
     group = f"{','.join(map(str, sorted(numbers)))}|{target}"
-    gt = {"numbers": list(numbers), "target": target, "solution": solution}
+    # the verifier's rule travels in the ground truth: verify(completion, ground_truth) sees nothing else
+    gt = {"numbers": list(numbers), "target": target, "solution": solution, "unary_minus": unary_minus}
     verdict = verify(render_answer(gt), gt)
     if not verdict.correct:  # the solver and the verifier disagree: a bug, not bad data
         raise AssertionError(f"solver produced {solution!r} for {group}: {verdict}")
@@ -175,6 +207,7 @@ def load_generated(config: dict[str, Any], seed: int) -> list[Item]:
     nlo, nhi = _int_range(config, "number_range", [1, 10])
     tlo, thi = _int_range(config, "target_range", [1, 100])
     n_items = _n_items(config)
+    unary_minus = _unary_minus(config)
     if kmin < 2 or kmax > 6:
         raise R3Error(f"countdown: num_numbers must lie in [2, 6], got {config.get('num_numbers')!r}")
     params = f"num_numbers={[kmin, kmax]}, number_range={[nlo, nhi]}, target_range={[tlo, thi]}"
@@ -202,7 +235,7 @@ def load_generated(config: dict[str, Any], seed: int) -> list[Item]:
         if key in seen:
             continue
         seen.add(key)
-        items.append(_make_item(numbers, target, solve(numbers, target), "generated"))  # type: ignore[arg-type]
+        items.append(_make_item(numbers, target, solve(numbers, target), "generated", unary_minus))  # type: ignore[arg-type]
     return items
 
 
@@ -222,6 +255,7 @@ def load_hub(config: dict[str, Any], seed: int) -> list[Item]:
     """A seeded, deduplicated sample of solvable puzzles from the HF hub dataset."""
     name = config.get("dataset", HUB_DATASET)
     n_items = _n_items(config)
+    unary_minus = _unary_minus(config)
     try:
         import datasets
 
@@ -246,7 +280,7 @@ def load_hub(config: dict[str, Any], seed: int) -> list[Item]:
         seen.add(key)
         solution = solve(numbers, target)
         if solution is not None:  # the hub data has a few unsolvable rows
-            items.append(_make_item(numbers, target, solution, f"hub:{name}"))
+            items.append(_make_item(numbers, target, solution, f"hub:{name}", unary_minus))
     if len(items) < n_items:
         raise R3Error(f"countdown: {name} has only {len(items)} unique solvable puzzles, n_items={n_items}")
     return items
