@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from r3 import cli, configs
-from r3.artifacts import atomic_path, write_json
+from r3.artifacts import atomic_path, content_hash, run_key, write_json
 from r3.dataset import load_rows
 from r3.errors import R3Error
 from r3.params import Params
@@ -50,9 +50,11 @@ def main(args):
     if not examples:
         raise R3Error("prime.mix: no priming examples (all sizes are 0)")
 
-    run = {"params": p.as_dict().get("prime"), "model": p.as_dict().get("model"), "n": len(examples),
-           "first": examples[0], "last": examples[-1]}
-    key = hashlib.sha256(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    # resume only a run made from the same starting weights, examples and params
+    params = p.as_dict()
+    key = run_key(params={k: params.get(k) for k in ("seed", "prime", "model")},
+                  examples=hashlib.sha256(json.dumps(examples, sort_keys=True, default=str).encode()).hexdigest(),
+                  raw_sha=content_hash(configs.model_dir("raw")))
     checkpoints = Path(args.checkpoints) / key
     with atomic_path(args.out, is_dir=True) as tmp:
         stats = train_sft(configs.model_dir("raw"), examples, tmp, checkpoint_dir=checkpoints,

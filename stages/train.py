@@ -5,15 +5,13 @@ attempt directly (same queries, same generation budget). The model lands in mode
 checkpoints live in a persistent folder keyed by a hash of everything that shapes the run.
 """
 
-import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from transformers import AutoTokenizer
 
 from r3 import cli, configs
-from r3.artifacts import atomic_path, write_json
+from r3.artifacts import atomic_path, content_hash, run_key, write_json
 from r3.errors import R3Error
 from r3.params import Params
 from r3.tasks import get_task
@@ -66,9 +64,11 @@ def main(args):
                       batch_size=inf.get("batch_size", int, min_value=1),
                       zero_copied=t.get("zero_copied_reward", bool))
 
-    run = {"train": p.as_dict().get("train"), "policy": policy, "task": task.name, "proto": repr(proto),
-           "queries": [q.id for q in queries], "model": p.as_dict().get("model")}
-    key = hashlib.sha256(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    # resume only a run made from the same starting weights, training data and params
+    params = p.as_dict()
+    key = run_key(params={k: params.get(k) for k in ("seed", "train", "inference", "model")}, policy=policy,
+                  task=task.name, proto=repr(proto), queries=[q.id for q in queries],
+                  policy_sha=content_hash(configs.model_dir(policy)), failures_sha=content_hash(args.failures))
     with atomic_path(args.out, is_dir=True) as tmp:
         stats = train_grpo(configs.model_dir(policy), rollout, tmp, checkpoint_dir=Path(args.checkpoints) / key,
                            save_steps=t.get("save_steps", int, min_value=1), token_budget=token_budget,

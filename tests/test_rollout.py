@@ -12,7 +12,7 @@ from r3.inference.transformers_backend import TransformersBackend
 from r3.protocol import ProtocolConfig, reflection_conversation, retry_conversation
 from r3.tasks import get_task
 from r3.tasks.base import Verdict
-from r3.training.rollout import Query, Rollout, copied_answer, outcome_reward, prompt_key
+from r3.training.rollout import Query, Rollout, outcome_reward, prompt_key, retry_provenance
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: the tiny model runs on one thread
 
@@ -74,7 +74,10 @@ def test_r3_rollout_on_tiny_model(backend):
     for i in range(len(prompts)):
         q = queries[i // 3]
         # the trained prompt: task prompt + failed attempt + reflection instruction, no prefill
-        assert refl_reqs[i] == Request(reflection_conversation(q.task_prompt, q.attempt, PROTO))
+        n = len(q.task_prompt)
+        turns = [{"role": "assistant", "content": q.attempt}, {"role": "user", "content": "REFLECT"}]
+        assert refl_reqs[i].messages[:n] == q.task_prompt and refl_reqs[i].messages[n:] == turns
+        assert refl_reqs[i].prefill == ""
         assert out["prompt_ids"][i] == backend.encode(Request(reflection_conversation(q.task_prompt, q.attempt, PROTO)))
         assert tok.decode(out["prompt_ids"][i]).endswith("REFLECT<|im_end|>\n<|im_start|>assistant\n")
         # the completion is the reflection: its sampled ids, which decode to its text
@@ -82,8 +85,11 @@ def test_r3_rollout_on_tiny_model(backend):
         assert 0 < len(out["completion_ids"][i]) <= 8
         assert tok.decode(out["completion_ids"][i], skip_special_tokens=True) == reflections[i].text
         # the retry saw that exact reflection, with the prefill; its verdict is the reward
-        assert retry_reqs[i] == Request(retry_conversation(q.task_prompt, q.attempt, reflections[i].text, PROTO),
-                                        PROTO.prefill)
+        # spelled out turn by turn (not rebuilt with the builder under test)
+        assert retry_reqs[i].messages[:n] == q.task_prompt
+        assert retry_reqs[i].messages[n:] == turns + [{"role": "assistant", "content": reflections[i].text},
+                                                      {"role": "user", "content": "RETRY"}]
+        assert retry_reqs[i].prefill == "<answer>"
         assert out["retry"][i] == PROTO.prefill + retries[i].text
         verdict = COUNTDOWN.verify(out["retry"][i], q.ground_truth)
         assert out["outcome"][i] == float(verdict.correct) and out["category"][i] == verdict.category
@@ -186,14 +192,26 @@ def test_grpo_attempt_is_the_completion_and_is_verified_with_its_prefill(tiny_mo
 # ---------------------------------------------------------------- copied answers
 
 
-def test_copied_answer_detects_a_spelled_out_answer():
-    retry = "<answer>1+2+3</answer>"
-    assert copied_answer(COUNTDOWN, "the answer is 1 + 2 + 3", retry)
-    assert copied_answer(COUNTDOWN, "try\n1+2\t+3 next time", retry)
-    assert not copied_answer(COUNTDOWN, "the answer is 1 + 2 * 3", retry)
-    assert not copied_answer(COUNTDOWN, "add all three numbers", retry)
-    assert not copied_answer(COUNTDOWN, "1+2+3", "no answer tags")  # nothing to copy
-    assert not copied_answer(COUNTDOWN, "anything", "<answer> </answer>")  # an empty answer is no copy
+FAILED = "<answer>1 + 2 * 3</answer>"
+
+
+@pytest.mark.parametrize(("reflection", "retry", "expected"), [
+    ("the answer is 1 + 2 + 3", "<answer>1+2+3</answer>", (True, False)),  # first written in the reflection
+    ("try\n1+2\t+3 next time", "<answer>1+2+3</answer>", (True, False)),  # whitespace does not matter
+    ("1 + 2 * 3 is 7, not 6", "<answer>1+2*3</answer>", (False, True)),  # quotes the failed one, repeats it
+    ("I should not repeat myself", "<answer>1 + 2 * 3</answer>", (False, True)),  # repeats it unquoted
+    ("the answer is 1 + 2 * 3 + 0", "<answer>1+2+3</answer>", (False, False)),  # a new answer, not copied
+    ("add all three numbers", "<answer>1+2+3</answer>", (False, False)),
+    ("1+2+3", "no answer tags", (False, False)),  # nothing to copy
+    ("anything", "<answer> </answer>", (False, False)),  # an empty answer is no copy
+])
+def test_retry_provenance_separates_copying_from_repeating(reflection, retry, expected):
+    assert retry_provenance(COUNTDOWN, FAILED, reflection, retry) == expected
+
+
+def test_retry_provenance_needs_the_whole_answer_in_the_reflection():
+    assert retry_provenance(COUNTDOWN, FAILED, "maybe 11+2+30", "<answer>1+2+3</answer>") == (False, False)
+    assert retry_provenance(COUNTDOWN, FAILED, "maybe (1+2+3)", "<answer>1+2+3</answer>") == (True, False)
 
 
 @pytest.mark.parametrize("zero_copied", [False, True])
@@ -207,6 +225,7 @@ def test_zero_copied_zeroes_the_reward_of_a_copying_retry(tiny_model_dir, zero_c
     out = rollout.generate(scripted, _repeated(rollout, 2), seed=0)
     assert out["retry_success"] == [1.0, 1.0]  # both retries are right
     assert out["copied_answer"] == [1.0, 0.0]  # only the first reflection spelled the answer out
+    assert out["repeated_attempt"] == [0.0, 0.0]
     assert out["outcome"] == ([0.0, 1.0] if zero_copied else [1.0, 1.0])
 
 

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import run_stage
 from test_stages import _download
@@ -38,6 +39,75 @@ def test_train_stage_writes_a_model_metrics_and_curves(workdir, method):
     assert (workdir / "models/r3/x/model.safetensors").is_file()
     assert (workdir / "live/plots/metrics/reward.tsv").is_file()
     assert any((workdir / "ckpt").rglob("checkpoint-*")), "checkpoints are kept for resuming"
+
+
+def _load_stage(name):
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _weights(model_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.mark.parametrize("method", ["r3", "grpo"])
+def test_train_stage_moves_the_weights_when_rewards_vary(workdir, monkeypatch, method):
+    """In process, with a verifier that accepts about half the texts: the groups have reward variance, so the
+    saved model must differ from the policy it started from (a trainer that only copies the model fails)."""
+    import argparse
+    import zlib
+    from dataclasses import replace
+
+    from r3.tasks import get_task
+    from r3.tasks.base import Verdict
+
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    p["train"].update(method=method, num_generations=4, learning_rate=1e-3)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(p))
+    _, failures = _failures(workdir, "countdown")
+    coin = replace(get_task("countdown"), verify=lambda text, truth: Verdict(
+        zlib.crc32(text.encode()) % 2 == 0, "correct" if zlib.crc32(text.encode()) % 2 == 0 else "missed_target"))
+    stage = _load_stage("train")
+    monkeypatch.setattr(stage, "get_task", lambda name: coin)
+    monkeypatch.chdir(workdir)
+    stage.main(argparse.Namespace(params="params.yaml", task="countdown", failures=str(failures), out="trained",
+                                  metrics="t.json", checkpoints="ckpt", live="live"))
+    stats = json.loads((workdir / "t.json").read_text())
+    assert stats["global_step"] == 2 and stats["frac_reward_zero_std"] < 1
+    before, after = _weights(workdir / "models/primed"), _weights(workdir / "trained")
+    assert set(before) == set(after)
+    assert any(not torch.equal(before[k].float(), after[k].float()) for k in before)
+
+
+def _rerun_train(workdir, failures):
+    proc = _train(workdir, "countdown", failures)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((workdir / "t.json").read_text())["resumed_from"]
+
+
+def test_train_resumes_only_a_run_with_the_same_policy_weights_and_failure_set(workdir):
+    _, failures = _failures(workdir, "countdown")
+    assert _rerun_train(workdir, failures) is None
+    assert _rerun_train(workdir, failures).endswith("checkpoint-2")  # unchanged: resumes (and stops at once)
+    df = pd.read_parquet(failures)
+    df.loc[0, "attempt"] = df.loc[0, "attempt"] + " "  # same query ids, another failed attempt
+    df.to_parquet(failures)
+    assert _rerun_train(workdir, failures) is None
+    weights = _weights(workdir / "models/primed")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1e-3  # another starting policy (e.g. prime.* changed), same params
+    from safetensors.torch import save_file
+
+    save_file(weights, str(workdir / "models/primed/model.safetensors"), metadata={"format": "pt"})
+    assert _rerun_train(workdir, failures) is None
 
 
 def test_train_stage_on_an_empty_failure_set_fails_cleanly(workdir):

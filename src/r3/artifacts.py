@@ -6,6 +6,7 @@ leaves a half-written output behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -92,3 +93,29 @@ def read_json_column(df: pd.DataFrame, column: str, path: str | os.PathLike) -> 
 def records(df: pd.DataFrame) -> list[dict]:
     """Rows as dicts with None (not NaN) where a value is missing, as the protocol wrote them."""
     return df.astype(object).where(df.notna(), None).to_dict("records")
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a directory's files (relative names and bytes, in sorted order).
+
+    Resume keys use it: a checkpoint is valid only for the exact starting model and training data it was
+    made from, whatever their paths or timestamps.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise R3Error(f"{path}: input is missing (run the stage that writes it: dvc repro)")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path)).encode() if path.is_dir() else b"")
+        digest.update(b"\0")
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def run_key(**parts: object) -> str:
+    """A short, stable key for everything that determines a run (JSON of the parts, sorted)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]

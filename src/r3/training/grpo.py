@@ -146,5 +146,6 @@ def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
         "reward_mean": mean("reward"), "frac_reward_zero_std": mean("frac_reward_zero_std"),
         "reflection_tokens_mean": mean("completions/mean_length"),
         "retry_success": mean("r3/retry_success"), "copied_answer": mean("r3/copied_answer"),
+        "repeated_attempt": mean("r3/repeated_attempt"),
         "lora": isinstance(trainer.model, PeftModel),
     }

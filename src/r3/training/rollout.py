@@ -61,11 +61,34 @@ def prompt_key(prompt: list[dict]) -> str:
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
-def copied_answer(task: Task, reflection: str, retry: str) -> bool:
-    """Whether the reflection already spells out the retry's answer (the retry only copies it)."""
-    answer = task.answer_span(retry)
-    squeeze = "".join((answer or "").split())
-    return bool(squeeze) and squeeze in "".join(reflection.split())
+def _answer(task: Task, text: str) -> str:
+    """The answer inside a completion's answer tags, whitespace removed ("" if none)."""
+    return "".join((task.answer_span(text) or "").split())
+
+
+def _contains(text: str, answer: str) -> bool:
+    """`answer` occurs in `text` as a whole (not inside a longer number: "1+2+3" is not in "1+2+30")."""
+    start = text.find(answer)
+    while start >= 0:
+        end = start + len(answer)
+        if not (start and text[start - 1].isdigit()) and not (end < len(text) and text[end].isdigit()):
+            return True
+        start = text.find(answer, start + 1)
+    return False
+
+
+def retry_provenance(task: Task, attempt: str, reflection: str, retry: str) -> tuple[bool, bool]:
+    """Where the retry's answer came from: (copied, repeated).
+
+    repeated: the retry gives the failed attempt's answer again (whether or not the reflection quoted it).
+    copied: a different answer that is first written in the reflection, so the retry only copies it (the
+    reward-hacking case). The two never hold together.
+    """
+    answer = _answer(task, retry)
+    if not answer:
+        return False, False
+    repeated = answer == _answer(task, attempt)
+    return not repeated and _contains("".join(reflection.split()), answer), repeated
 
 
 @dataclass
@@ -77,7 +100,7 @@ class Rollout:
     protocols: dict[str, ProtocolConfig]  # task name -> protocol (instructions, budgets, sampling)
     dtype: str = "bfloat16"  # the generation copy's dtype
     batch_size: int = 32
-    zero_copied: bool = False  # opt-in: a retry that copies an answer spelled out in the reflection earns 0
+    zero_copied: bool = False  # opt-in: a retry that copies an answer first written in the reflection earns 0
     generated_tokens: int = 0  # every token sampled so far, retries included (the budget GRPO is matched on)
     _by_prompt: dict[str, Query] = field(default_factory=dict, repr=False)
     _backend: TransformersBackend | None = field(default=None, repr=False)
@@ -127,7 +150,7 @@ class Rollout:
             out = self.generate(backend, prompts, seed=trainer.args.seed * 100_003 + 2 * trainer.state.global_step)
         finally:
             model.train(was_training)
-        for key in ("retry_success", "copied_answer", "retry_length"):
+        for key in ("retry_success", "copied_answer", "repeated_attempt", "retry_length"):
             if out.get(key):
                 trainer._metrics["train"][f"r3/{key}"].append(sum(out[key]) / len(out[key]))
         trainer._metrics["train"]["r3/generated_tokens"].append(self.generated_tokens)
@@ -166,13 +189,16 @@ class Rollout:
         retries = [c[0] for c in backend.generate(retry_requests, _one(proto.attempt, seed + 1), desc="r3 retries")]
         texts = [attempt_text(proto.prefill, c) for c in retries]
         verdicts = [task.verify(t, q.ground_truth) for t, q in zip(texts, queries, strict=True)]
-        copied = [copied_answer(task, r.text, t) for r, t in zip(reflections, texts, strict=True)]
+        origin = [retry_provenance(task, q.attempt, r.text, t)
+                  for q, r, t in zip(queries, reflections, texts, strict=True)]
+        copied = [c for c, _ in origin]
         rewards = [float(v.correct and not (self.zero_copied and c)) for v, c in zip(verdicts, copied, strict=True)]
         self.generated_tokens += sum(c.num_tokens for c in reflections) + sum(c.num_tokens for c in retries)
         return {"prompt_ids": [backend.encode(r) for r in requests],
                 "completion_ids": [list(c.token_ids) for c in reflections],
                 "outcome": rewards, "category": [v.category for v in verdicts], "retry": texts,
                 "retry_success": [float(v.correct) for v in verdicts], "copied_answer": [float(c) for c in copied],
+                "repeated_attempt": [float(r) for _, r in origin],
                 "retry_length": [c.num_tokens for c in retries]}
 
 
