@@ -9,6 +9,7 @@ import pytest
 
 from r3.dataset import Row
 from r3.priming import function_calling_demos as fd
+from r3.tasks.function_calling import CATEGORIES as BFCL_CATEGORIES
 from r3.tasks.function_calling import assign_splits, load_bfcl, render_answer, verify
 from r3.tasks.tool_calls import CLOSE, OPEN, extract_calls
 
@@ -94,6 +95,19 @@ def test_check_fraction_bounds_and_prefill(train):
     assert not any(d.has_check for d in fd.generate_demos(train, 30, 0, check_fraction=1.0, prefill="<tool_call>["))
     with pytest.raises(ValueError, match="check_fraction"):
         fd.generate_demos(train, 3, seed=0, check_fraction=1.5)
+
+
+def test_demos_use_only_schema_parameters():
+    """Over every loaded BFCL item (all categories): a demonstration never passes a parameter its tool lacks
+    (BFCL data bugs such as parallel_multiple_12's `permeability` are dropped by the loader)."""
+    items = load_bfcl({"categories": list(BFCL_CATEGORIES)}, seed=0)
+    rows = [Row(it.id, "train", it.inputs, it.ground_truth) for it in items]
+    demos = fd.generate_demos(rows, len(rows), seed=0, check_fraction=0.5)  # each verified on the way
+    assert {d.id.rsplit("-demo-", 1)[0] for d in demos} == {r.id for r in rows}
+    for d in demos:
+        props = {t["name"]: t["parameters"]["properties"] for t in d.inputs["tools"]}
+        for call in extract_calls(d.text):
+            assert set(call["arguments"]) <= set(props[call["name"]]), (d.id, call)
 
 
 # ---------------------------------------------------------------- reflection dialogues

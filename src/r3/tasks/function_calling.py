@@ -3,8 +3,12 @@
 Sources: "bfcl" (offline default: the Berkeley Function Calling Leaderboard data shipped inside the
 `bfcl-eval` package; single-turn AST categories) and "xlam" (`Salesforce/xlam-function-calling-60k`,
 the APIGen data of the paper; gated, needs HF_TOKEN and network). Both are normalised to BFCL's
-ground-truth shape: {"calls": [{"name", "arguments": {arg: [allowed values...]}}]} where an allowed
-"" means the argument may be omitted. Splits are by function, so no test function is seen in training.
+ground-truth shape: {"calls": [{"name", "arguments": {arg: [allowed values...]}}], "schemas": {tool:
+{"required": [arg...], "types": {arg: type}}}} where an allowed "" means the argument may be omitted and
+"schemas" holds what the verifier needs from the called tools' schemas (r3.tasks.tool_calls). Ground-truth
+arguments the tool's schema lacks are dropped (BFCL data bugs); items whose ground truth contradicts the
+schema are skipped; both are counted in the loader's report (ItemList.report). Splits are by function, so
+no test function is seen in training.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def verify(completion: str, ground_truth: dict[str, Any]) -> Verdict:
         calls = extract_calls(completion)
     except ToolCallFormatError as e:
         return Verdict(False, "format", str(e))
-    return compare_calls(calls, ground_truth["calls"])
+    return compare_calls(calls, ground_truth["calls"], ground_truth.get("schemas"))
 
 
 def _reference(allowed: Any) -> Any:
@@ -150,7 +154,66 @@ def bfcl_files() -> dict[str, str]:
     return {cat: name for cat, (_, name) in sorted(newest.items())}
 
 
-def load_bfcl(config: dict[str, Any], seed: int) -> list[Item]:
+class ItemList(list):
+    """A loader's items plus its report: what it dropped or skipped on the way (the download metrics)."""
+
+    def __init__(self, items: list[Item], report: dict[str, Any]):
+        super().__init__(items)
+        self.report = report
+
+
+def _report(dropped: dict[str, int], skipped: list[str]) -> dict[str, Any]:
+    return {
+        "dropped_unknown_args": sum(dropped.values()),
+        "items_with_dropped_args": sorted(dropped),
+        "skipped_inconsistent_items": sorted(skipped),
+    }
+
+
+def _type_spec(prop: Any) -> dict | None:
+    """The typing part of a BFCL parameter schema ({"type", "items"?, "properties"?}); None without a type."""
+    if not isinstance(prop, dict) or not isinstance(prop.get("type"), str):
+        return None
+    spec: dict[str, Any] = {"type": prop["type"]}
+    items = _type_spec(prop.get("items"))
+    if items:
+        spec["items"] = items
+    props = prop.get("properties")
+    if isinstance(props, dict):
+        spec["properties"] = {k: t for k, v in props.items() if (t := _type_spec(v))}
+    return spec
+
+
+def _bfcl_schema(tool: dict) -> dict:
+    params = tool.get("parameters") or {}
+    types = {k: t for k, v in (params.get("properties") or {}).items() if (t := _type_spec(v))}
+    return {"required": list(params.get("required") or []), "types": types}
+
+
+def _known_args(calls: list[dict], tools: list[dict]) -> tuple[list[dict], int]:
+    """The calls without arguments their tool's schema lacks (BFCL data bugs, e.g. parallel_multiple_12 gives
+    calculate_voltage_difference a `permeability`), and how many were dropped: no answer could pass them."""
+    props = {t["name"]: (t.get("parameters") or {}).get("properties") or {} for t in tools}
+    out, dropped = [], 0
+    for c in calls:
+        known = props.get(c["name"])
+        args = c["arguments"] if known is None else {k: v for k, v in c["arguments"].items() if k in known}
+        dropped += len(c["arguments"]) - len(args)
+        out.append({"name": c["name"], "arguments": args})
+    return out, dropped
+
+
+def _contradictions(calls: list[dict], schemas: dict[str, dict]) -> list[str]:
+    """Required arguments the ground truth leaves out or only allows to omit: no answer can pass those."""
+    return [
+        f"{c['name']}.{r}"
+        for c in calls
+        for r in schemas.get(c["name"], {}).get("required", [])
+        if all(a == "" for a in c["arguments"].get(r, [""]))
+    ]
+
+
+def load_bfcl(config: dict[str, Any], seed: int) -> ItemList:
     """Single-turn items of the requested BFCL categories, in file order (seed unused: no sampling)."""
     from importlib.resources import files
 
@@ -163,6 +226,8 @@ def load_bfcl(config: dict[str, Any], seed: int) -> list[Item]:
         raise R3Error(f"function_calling: unknown BFCL categories {unknown}; available: {list(available)}")
     data = files("bfcl_eval") / "data"
     items: list[Item] = []
+    dropped: dict[str, int] = {}
+    skipped: list[str] = []
     for cat in categories:
         answers = {a["id"]: a["ground_truth"] for a in _read_jsonl(data / "possible_answer" / available[cat])}
         for q in _read_jsonl(data / available[cat]):
@@ -175,16 +240,24 @@ def load_bfcl(config: dict[str, Any], seed: int) -> list[Item]:
                 for call in answers[q["id"]]
                 for name, args in call.items()
             ]
+            calls, n_dropped = _known_args(calls, q["function"])
+            if n_dropped:
+                dropped[q["id"]] = n_dropped
+            called = {c["name"] for c in calls}
+            schemas = {t["name"]: _bfcl_schema(t) for t in q["function"] if t["name"] in called}
+            if _contradictions(calls, schemas):  # e.g. live_multiple_964-207-0 (`question` for `statement`)
+                skipped.append(q["id"])
+                continue
             items.append(
                 Item(
                     id=q["id"],
                     inputs={"messages": q["question"][0], "tools": q["function"]},
-                    ground_truth={"calls": calls, "category": cat},
+                    ground_truth={"calls": calls, "category": cat, "schemas": schemas},
                     source=f"bfcl:{cat}",
                     group="|".join(_tool_names(q["function"])),
                 )
             )
-    return items
+    return ItemList(items, _report(dropped, skipped))
 
 
 def _allowed_form(value: Any) -> Any:
@@ -207,7 +280,45 @@ def _xlam_tool(tool: dict) -> dict:
     }
 
 
-def load_xlam(config: dict[str, Any], seed: int) -> list[Item]:
+_XLAM_SCALARS = {"str": "string", "string": "string", "int": "integer", "integer": "integer",
+                 "float": "float", "number": "float", "bool": "boolean", "boolean": "boolean"}
+_XLAM_CONTAINERS = {"list": "array", "array": "array", "tuple": "tuple", "dict": "dict", "object": "dict"}
+
+
+def _xlam_type(text: Any) -> dict | None:
+    """xLAM's Python-style type ("int", "List[int]", "Dict[str, Any]", "str, optional") as a BFCL type spec;
+    None where unknown (Union, Callable, ...), which leaves the value-based rules."""
+    t = str(text).strip().lower().removesuffix(", optional").strip()
+    if t.startswith("optional[") and t.endswith("]"):
+        t = t[len("optional["):-1].strip()
+    if t in _XLAM_SCALARS:
+        return {"type": _XLAM_SCALARS[t]}
+    head, bracket, inner = t.partition("[")
+    kind = _XLAM_CONTAINERS.get(head.strip())
+    if kind is None or (bracket and not inner.endswith("]")):
+        return None
+    spec: dict[str, Any] = {"type": kind}
+    items = _xlam_type(inner[:-1]) if kind == "array" and bracket else None
+    if items:
+        spec["items"] = items
+    return spec
+
+
+def _xlam_schemas(tools: list[dict], calls: list[dict]) -> dict[str, dict]:
+    """The called tools' schemas. `required` keeps only arguments every call of the tool gives: xLAM marks
+    nothing required, our guess (no default, not optional) is a hint for the prompt, not a fact to enforce."""
+    out = {}
+    for tool in tools:
+        given = [set(c["arguments"]) for c in calls if c["name"] == tool["name"]]
+        if given:
+            params = tool["parameters"]
+            types = {k: t for k, p in params["properties"].items() if (t := _xlam_type(p.get("type")))}
+            required = [r for r in params["required"] if all(r in g for g in given)]
+            out[tool["name"]] = {"required": required, "types": types}
+    return out
+
+
+def load_xlam(config: dict[str, Any], seed: int) -> ItemList:
     """A seeded sample of config["n_items"] rows of the (gated) xLAM dataset."""
     name = config.get("dataset", XLAM_DATASET)
     n_items = config.get("n_items")
@@ -227,6 +338,7 @@ def load_xlam(config: dict[str, Any], seed: int) -> list[Item]:
     order = list(range(len(ds)))
     random.Random(seed).shuffle(order)
     items: list[Item] = []
+    dropped: dict[str, int] = {}
     for i in order:
         if len(items) >= n_items:
             break
@@ -238,20 +350,25 @@ def load_xlam(config: dict[str, Any], seed: int) -> list[Item]:
                 {"name": a["name"], "arguments": {k: [_allowed_form(v)] for k, v in a["arguments"].items()}}
                 for a in answers
             ]
+            calls, n_dropped = _known_args(calls, tools)
+            schemas = _xlam_schemas(tools, calls)
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # a malformed row: skip it rather than fail the whole download
+        item_id = f"xlam_{row.get('id', i)}"
+        if n_dropped:
+            dropped[item_id] = n_dropped
         items.append(
             Item(
-                id=f"xlam_{row.get('id', i)}",
+                id=item_id,
                 inputs={"messages": [{"role": "user", "content": row["query"]}], "tools": tools},
-                ground_truth={"calls": calls, "category": "xlam"},
+                ground_truth={"calls": calls, "category": "xlam", "schemas": schemas},
                 source=f"xlam:{name}",
                 group="|".join(_tool_names(tools)),
             )
         )
     if len(items) < n_items:
         raise R3Error(f"function_calling: {name} has only {len(items)} usable rows, n_items={n_items}")
-    return items
+    return ItemList(items, _report(dropped, []))
 
 
 # ---------------------------------------------------------------- splits
