@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,21 @@ import yaml
 from r3.errors import R3Error
 
 _MISSING = object()
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: PyYAML (YAML 1.1) reads `3e-05` as a string, and `dvc exp run -S x=3e-5` writes just
+    that into params.yaml."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
 
 
 class Params:
@@ -24,7 +40,7 @@ class Params:
     def load(cls, path: str | Path = "params.yaml") -> Params:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.load(path.read_text(), Loader=_Loader)  # _Loader is a SafeLoader
         except FileNotFoundError:
             raise R3Error(f"{path}: params file not found") from None
         except yaml.YAMLError as exc:
