@@ -31,10 +31,10 @@ repro: setup
 test: setup $(if $(OFFLINE_PLOTS),plots-template)
 	python -m pytest -q
 
-test-slow: setup
+test-slow: setup judge-server-env
 	python -m pytest -q -m slow
 
-test-all: setup
+test-all: setup judge-server-env
 	python -m pytest -q -m ''
 
 lint: setup
