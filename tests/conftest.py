@@ -104,6 +104,16 @@ class ScriptedBackend:
         return out
 
 
+def load_script(path: Path):
+    """A script that is not a package module (a stage, a tool) imported from its file, to call it in process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"script_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_stage(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess:
     """Run a stage script as DVC would; tests never touch the network (HF offline mode)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}

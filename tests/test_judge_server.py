@@ -7,7 +7,6 @@ analysis and the report"). The fast test at the end needs no server: a judge end
 
 import contextlib
 import ctypes
-import importlib.util
 import json
 import os
 import re
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, run_stage
+from conftest import ROOT, load_script, run_stage
 from test_analyze_stage import CATS, records
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -177,10 +176,7 @@ def judge_server(tiny_model_dir, tmp_path_factory):
 
 
 def _analyze_module():
-    spec = importlib.util.spec_from_file_location("stage_analyze", ROOT / "stages" / "analyze.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "stages" / "analyze.py")
 
 
 def judge_params(endpoint: str, max_tokens: int = 32) -> Params:

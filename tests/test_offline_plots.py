@@ -8,7 +8,6 @@ plots/node_modules is absent (no npm: `make test` builds it first wherever npm e
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -18,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 NODE_MODULES = ROOT / "plots" / "node_modules"
 PACKAGE_JSON = ROOT / "plots" / "package.json"
 DVC = [sys.executable, "-m", "dvc"]
@@ -29,15 +28,7 @@ SCRIPT_SRC = re.compile(r"<script\b[^>]*\bsrc\s*=", re.IGNORECASE)
 REMOTE_ATTR = re.compile(r"""\b(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
 
 
-def _tool():
-    path = ROOT / "tools" / "offline_plots_template.py"
-    spec = importlib.util.spec_from_file_location("offline_plots_template", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _tool()
+tool = load_script(ROOT / "tools" / "offline_plots_template.py")
 missing = [p for p, f in tool.BUNDLES.items() if not (NODE_MODULES / p / "build" / f).is_file()]
 pytestmark = pytest.mark.skipif(
     bool(missing),

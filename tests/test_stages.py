@@ -1,7 +1,6 @@
 """Each stage script on a tiny profile: outputs, schemas, metrics, and clean failures on bad input."""
 
 import argparse
-import importlib.util
 import json
 import re
 import shutil
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, run_stage, tiny_params
+from conftest import ROOT, load_script, run_stage, tiny_params
 from safetensors.torch import load_file
 
 from r3 import configs
@@ -77,13 +76,6 @@ def test_baseline_and_failures_run_on_the_tiny_model(workdir, task):
 
 # ---- the baseline and failures stages in process, on a scripted backend with known verdicts
 
-def _stage_module(name):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _countdown_data(tmp_path, puzzles):
     """A dataset table of hand-picked puzzles: {split: [(numbers, target, solution), ...]}."""
     items, splits = [], {}
@@ -132,7 +124,7 @@ def _run(tmp_path, monkeypatch, stage, backend, **params):
     args = argparse.Namespace(params=str(tmp_path / "params.yaml"), task="countdown", policy="raw", model=None,
                               data=str(tmp_path / "countdown.parquet"), out=str(tmp_path / "out.parquet"),
                               metrics=str(tmp_path / "out.json"))
-    _stage_module(stage).main(args)
+    load_script(ROOT / "stages" / f"{stage}.py").main(args)
     return pd.read_parquet(args.out), json.loads(Path(args.metrics).read_text()), used
 
 

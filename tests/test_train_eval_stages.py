@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import run_stage
+from conftest import ROOT, load_script, run_stage
 from test_stages import _download
 
 from r3.metrics import paired_delta, paper_table
@@ -41,17 +41,6 @@ def test_train_stage_writes_a_model_metrics_and_curves(workdir, method):
     assert any((workdir / "ckpt").rglob("checkpoint-*")), "checkpoints are kept for resuming"
 
 
-def _load_stage(name):
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _weights(model_dir):
     from safetensors.torch import load_file
 
@@ -75,7 +64,7 @@ def test_train_stage_moves_the_weights_when_rewards_vary(workdir, monkeypatch, m
     _, failures = _failures(workdir, "countdown")
     coin = replace(get_task("countdown"), verify=lambda text, truth: Verdict(
         zlib.crc32(text.encode()) % 2 == 0, "correct" if zlib.crc32(text.encode()) % 2 == 0 else "missed_target"))
-    stage = _load_stage("train")
+    stage = load_script(ROOT / "stages" / "train.py")
     monkeypatch.setattr(stage, "get_task", lambda name: coin)
     monkeypatch.chdir(workdir)
     stage.main(argparse.Namespace(params="params.yaml", task="countdown", failures=str(failures), out="trained",
