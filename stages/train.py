@@ -3,24 +3,37 @@
 `train.method: r3` rewards a reflection by the verdict on the retry it leads to; `grpo` rewards the 1st
 attempt directly (same queries, same generation budget). The model lands in models/<method>/<task>;
 checkpoints live in a persistent folder keyed by a hash of everything that shapes the run.
+
+`python stages/train.py --plan [--gpu-gib 80]` prints the micro-batch, the gradient accumulation and the
+memory per device that the current params need, and exits 1 when they do not fit (r3.training.plan).
+Under `accelerate launch` (train.num_processes > 1, see dvc.yaml) every rank trains and rank 0 writes.
 """
 
+import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+from accelerate import PartialState
 from transformers import AutoTokenizer
 
 from r3 import cli, configs
 from r3.artifacts import atomic_path, content_hash, run_key, write_json
 from r3.errors import R3Error
+from r3.inference.server_backend import ServerBackend
 from r3.params import Params
 from r3.tasks import get_task
 from r3.training.grpo import train_grpo
+from r3.training.plan import format_plan, plan_from_params
 from r3.training.rollout import METHODS, Query, Rollout, failure_queries
 
 log = cli.log
 
 def main(args):
+    # under torchrun / accelerate launch: join the process group (gloo on CPU, which accelerate only takes when
+    # told cpu=True) before anything else, so that every later PartialState sees the distributed run
+    state = PartialState(cpu=not torch.cuda.is_available())
     p = Params.load(args.params)
     task = get_task(args.task)
     seed = p.get("seed", int)
@@ -41,6 +54,8 @@ def main(args):
         queries_per_step=t.get("queries_per_step", int, min_value=1),
         learning_rate=t.get("learning_rate", float, min_value=0.0), beta=t.get("beta", float, min_value=0.0),
         max_steps=t.get("max_steps", int, min_value=1),
+        micro_batch_size=t.get("micro_batch_size", (int, type(None)), None, min_value=1),
+        gradient_checkpointing=t.get("gradient_checkpointing", bool),
         loss_type=t.get("loss_type", str, choices=("grpo", "dr_grpo", "dapo", "bnpo")),
         scale_rewards=t.get("scale_rewards", str, choices=("group", "batch", "none")),
         temperature=temperature, top_p=top_p, seed=seed, bf16=t.get("bf16", bool),
@@ -59,20 +74,25 @@ def main(args):
         queries = [q for q in queries if q not in long]
     if not queries:
         raise R3Error(f"train.max_prompt_tokens={max_prompt_tokens}: every query's prompt is longer")
-    inf = p.section("inference")
-    rollout = Rollout(method, queries, {task.name: proto}, dtype=inf.get("dtype", str),
-                      batch_size=inf.get("batch_size", int, min_value=1),
-                      zero_copied=t.get("zero_copied_reward", bool))
+    # rollouts: the trainer syncs its weights into this engine each step (a separate server with server_url)
+    server_url = t.get("server_url", (str, type(None)), None)
+    engine = ServerBackend(server_url, str(configs.model_dir(policy))) if server_url else configs.backend(p, policy)
+    rollout = Rollout(method, queries, {task.name: proto}, engine=engine, zero_copied=t.get("zero_copied_reward", bool))
 
     # resume only a run made from the same starting weights, training data and params
     params = p.as_dict()
     key = run_key(params={k: params.get(k) for k in ("seed", "train", "inference", "model")}, policy=policy,
                   task=task.name, proto=repr(proto), queries=[q.id for q in queries],
                   policy_sha=content_hash(configs.model_dir(policy)), failures_sha=content_hash(args.failures))
-    with atomic_path(args.out, is_dir=True) as tmp:
+    # under `accelerate launch` every rank trains; only the main process writes the model and the metrics
+    main_process = state.is_main_process
+    with atomic_path(args.out, is_dir=True) if main_process else tempfile.TemporaryDirectory() as tmp:
         stats = train_grpo(configs.model_dir(policy), rollout, tmp, checkpoint_dir=Path(args.checkpoints) / key,
                            save_steps=t.get("save_steps", int, min_value=1), token_budget=token_budget,
                            report_to="dvclive", logging_dir=args.live, **hparams)
+    log.info("rank %d of %d: finished at step %d", state.process_index, state.num_processes, stats["global_step"])
+    if not main_process:
+        return
     stats.update(method=method, policy=policy, left_out_long_prompts=len(long))
     write_json(stats, args.metrics)
     log.info("%s/%s: %d steps, %d generated tokens, reward %.3f, zero-variance groups %.2f, %.0f s", task.name,
@@ -86,7 +106,20 @@ def _prompt_tokens(tokenizer, q: Query, method: str, proto) -> int:
     return len(tokenizer(text + (proto.prefill if method == "grpo" else ""), add_special_tokens=False)["input_ids"])
 
 
-if __name__ == "__main__":
+def show_plan(args):
+    plan = plan_from_params(Params.load(args.params).as_dict(), args.gpu_gib)
+    print(format_plan(plan))
+    if not plan.fits:
+        raise R3Error(f"the params do not fit a {args.gpu_gib:g} GiB device (needs {plan.estimate.total:.1f} GiB): "
+                      "lower train.micro_batch_size, set train.gradient_checkpointing or train.lora.enabled")
+
+
+if __name__ == "__main__" and "--plan" in sys.argv[1:]:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--plan", action="store_true", help="print the memory plan of the params and exit")
+    parser.add_argument("--gpu-gib", type=float, default=80.0, help="memory of one GPU in GiB (default 80)")
+    cli.stage_main("train --plan", show_plan, parser)
+elif __name__ == "__main__":
     parser = cli.parser(__doc__, task=True)
     parser.add_argument("--failures", required=True, help="the task's failure-set Parquet")
     parser.add_argument("--out", required=True)

@@ -9,8 +9,7 @@ import torch
 import yaml
 from tiny_model import build_tiny_model_dir
 
-from r3.inference import Completion
-from r3.inference.transformers_backend import TransformersBackend
+from r3.inference import Backend, Completion
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +32,31 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
 
 
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    """The project's vLLM engine on the tiny model, shared by the session (starts in seconds: no compilation).
+
+    A test that syncs other weights into it takes `engine_to_restore` instead, which syncs the tiny
+    model's weights back afterwards.
+    """
+    from r3.inference.vllm_backend import VLLMBackend
+
+    return VLLMBackend(str(tiny_model_dir), dtype="float32", batch_size=8, enforce_eager=True, kv_cache_gib=1,
+                       max_model_len=16384)
+
+
+@pytest.fixture
+def engine_to_restore(tiny_engine, tiny_model_dir):
+    """`tiny_engine` for a test that syncs other weights into it; the tiny model's weights are synced back after."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        yield tiny_engine
+    finally:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        tiny_engine.sync_weights(model.state_dict().items())
+
+
 def tiny_params(model_base: str) -> dict:
     """The repo's params.yaml shrunk to a profile that runs in seconds on the tiny model."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -41,7 +65,8 @@ def tiny_params(model_base: str) -> dict:
         p["data"][task]["splits"] = {"train": 12, "validation": 4, "test": 6}
         p["protocol"][task]["max_attempt_tokens"] = 12
         p["protocol"][task]["max_reflection_tokens"] = 8
-    p["inference"]["batch_size"] = 4
+    # the engine without compilation (starts in seconds); the byte-level tokenizer makes long prompts
+    p["inference"].update(batch_size=4, enforce_eager=True, kv_cache_gib=1, max_model_len=16384)
     p["failures"].update(queries=4, samples=2)
     p["prime"].update(epochs=1, batch_size=2, save_steps=2, bf16=False, max_length=1024)
     p["prime"]["mix"]["countdown"]["size"] = 4
@@ -75,13 +100,10 @@ def countdown_queries(task, n: int = 2) -> list:
             for i, (nums, target) in enumerate(items)]
 
 
-class ScriptedBackend:
+class ScriptedBackend(Backend):
     """A training-rollout backend: reflections by position in the batch (`reflections[i % len]`), retries and
     attempts from functions of (request, position); completions carry real token ids (text + eos) of the tiny
     tokenizer. Encodes like the real backend."""
-
-    render = TransformersBackend.render
-    encode = TransformersBackend.encode
 
     def __init__(self, tokenizer, proto, reflections=("r",), retry=lambda req, i: "", attempt=lambda req, i: ""):
         self.tokenizer, self.proto, self.reflections = tokenizer, proto, list(reflections)

@@ -99,12 +99,10 @@ def test_an_unreachable_endpoint_is_a_clear_error():
         judge.count(["text"])
 
 
-def test_llm_judge_runs_through_the_project_backend(tiny_model_dir, one_thread):
+def test_llm_judge_runs_through_the_project_backend(tiny_engine):
     from r3.analysis.judge import backend_chat
-    from r3.inference import load_backend
 
-    judge = LLMJudge(backend_chat(load_backend("transformers", str(tiny_model_dir), dtype="float32", batch_size=4),
-                                  max_new_tokens=6))
+    judge = LLMJudge(backend_chat(tiny_engine, max_new_tokens=6))
     counts = judge.count(["Check: 3 + 4 = 7, which is the target.", "no behaviour here"])
     # a random tiny model never writes a count tag: every reply counts 0 and is tallied
     assert counts == [dict.fromkeys(BEHAVIOURS, 0)] * 2 and judge.unparsed == 8

@@ -46,12 +46,8 @@ class ScriptedRollout(Rollout):
     """The r3 rollout over a scripted backend; raises when asked for step `crash_at` (an interruption).
     `steps` records the global step of every call."""
 
-    script: ScriptedBackend | None = None
     crash_at: int | None = None
     steps: list[int] = field(default_factory=list)
-
-    def backend_for(self, model, tokenizer, step):
-        return self.script
 
     def __call__(self, prompts, trainer):
         self.steps.append(trainer.state.global_step)
@@ -69,7 +65,7 @@ def _rollout(tok, retries, reflections=(GOOD, BAD), method="r3", n=2, **kw) -> S
     a plain-GRPO attempt i is `retries[reflections[i % len]]`."""
     script = ScriptedBackend(tok, PROTO, reflections, retry=lambda r, i: retries[r.messages[-2]["content"]],
                              attempt=lambda r, i: retries[reflections[i % len(reflections)]])
-    return ScriptedRollout(method, _queries(n=n), {"countdown": PROTO}, dtype="float32", script=script, **kw)
+    return ScriptedRollout(method, _queries(n=n), {"countdown": PROTO}, engine=script, **kw)
 
 
 def _trainer(model_dir, rollout, out_dir, **kw):
@@ -126,7 +122,7 @@ def test_loss_covers_the_reflection_tokens_only(tiny_model_dir, tmp_path, tok):
         assert completion_ids[i, :n].tolist() == reflection
         assert inputs["completion_mask"][i].tolist() == [1] * n + [0] * (C - n)
         prompt = prompt_ids[i][inputs["prompt_mask"][i].bool()].tolist()
-        assert prompt == rollout.script.encode(Request(rollout.dataset_rows()[i // 2]["prompt"]))
+        assert prompt == rollout.engine.encode(Request(rollout.dataset_rows()[i // 2]["prompt"]))
         text = tok.decode(torch.cat([prompt_ids[i], completion_ids[i]]))
         assert "RIGHT" not in text and "WRONG" not in text and "RETRY" not in text
     assert lengths[0] != lengths[1]  # so the shorter completion is padded
@@ -210,7 +206,7 @@ def test_zero_reward_variance_leaves_the_weights_unchanged(tiny_model_dir, tmp_p
 def test_a_step_raises_the_rewarded_reflections_logprob(tiny_model_dir, tmp_path, tok):
     rollout = _rollout(tok, {GOOD: "RIGHT", BAD: "WRONG"})
     trainer = _trainer(tiny_model_dir, rollout, tmp_path, learning_rate=1e-2)
-    prompts = [rollout.script.encode(Request(row["prompt"])) for row in rollout.dataset_rows()]
+    prompts = [rollout.engine.encode(Request(row["prompt"])) for row in rollout.dataset_rows()]
 
     def logps():
         return [(_seq_logp(trainer.model, p, _ids(tok, GOOD)), _seq_logp(trainer.model, p, _ids(tok, BAD)))
@@ -225,10 +221,11 @@ def test_a_step_raises_the_rewarded_reflections_logprob(tiny_model_dir, tmp_path
 
 
 @pytest.mark.parametrize("method", ["r3", "grpo"])
-def test_training_on_the_tiny_models_own_samples_changes_the_weights(tiny_model_dir, tmp_path, method):
+def test_training_on_the_tiny_models_own_samples_changes_the_weights(tiny_model_dir, engine_to_restore, tmp_path,
+                                                                    method):
     # the tiny random model never solves countdown; this verifier rewards an even-length retry / attempt
     task = replace(COUNTDOWN, verify=lambda text, truth: Verdict(len(text) % 2 == 0, "correct"))
-    rollout = Rollout(method, _queries(task, n=3), {"countdown": PROTO}, dtype="float32", batch_size=4)
+    rollout = Rollout(method, _queries(task, n=3), {"countdown": PROTO}, engine=engine_to_restore)
     stats = train_grpo(tiny_model_dir, rollout, tmp_path / "out", max_steps=2, num_generations=4,
                        queries_per_step=2, learning_rate=1e-2)
     assert stats["global_step"] == 2 and stats["resumed_from"] is None and stats["lora"] is False
@@ -275,7 +272,7 @@ def test_training_resumes_from_the_last_checkpoint(tiny_model_dir, tmp_path, tok
     assert second.steps == [2]  # only the missing step ran
     assert (ck / "checkpoint-3").is_dir()
     # the generation count carries on from the checkpoint instead of restarting
-    assert second.generated_tokens == 3 * per_step
+    assert second.generated_tokens == per_step  # this process's own tokens: the one step it ran
     assert stats["generated_tokens"] == 3 * per_step
 
 

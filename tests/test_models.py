@@ -22,7 +22,8 @@ def test_bundled_model_materialises_and_answers(tmp_path):
     info = materialize("bundled:smollm2-135m-instruct", None, tmp_path / "m")
     assert 130e6 < info["n_params"] < 140e6
     assert (tmp_path / "m" / "model.safetensors").is_file()
-    backend = load_backend("transformers", str(tmp_path / "m"), dtype="float32", batch_size=2)
+    backend = load_backend("vllm", str(tmp_path / "m"), dtype="float32", batch_size=2, enforce_eager=True,
+                           kv_cache_gib=1, max_model_len=2048)
     [[reply]] = backend.generate([Request([{"role": "user", "content": "What is the capital of France?"}])],
                                  SamplingParams(max_new_tokens=16))
     assert "Paris" in reply.text  # a real instruct model, not random weights

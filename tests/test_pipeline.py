@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT, tiny_params
 
 TASKS = ("countdown", "function_calling")
-COPY = ["src", "stages", "tools", "Makefile", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config",
+COPY = ["src", "stages", "tools", "configs", "Makefile", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config",
         ".dvc/.gitignore"]
 
 

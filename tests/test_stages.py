@@ -155,6 +155,31 @@ def test_baseline_counts_first_and_second_tries_exactly(tmp_path, monkeypatch):
     assert metrics["retry_errors"] == {"invalid_equation": 1, "wrong_numbers": 1, "missed_target": 0}
 
 
+class DyingBackend:
+    """An engine that answers the first call and dies in the second (the reflections)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, requests, params, desc=""):
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("EngineDeadError: the engine core died")
+        return [[Completion("no answer", 2)] * params.n for _ in requests]
+
+
+@pytest.mark.parametrize("stage", ["baseline", "failures"])
+def test_an_engine_that_dies_mid_stage_leaves_no_outputs(tmp_path, monkeypatch, stage):
+    _countdown_data(tmp_path, {"train": [([1, 1, 2], 4, "1+1+2")] * 3, "test": TEST_PUZZLES})
+    backend = DyingBackend()
+    if stage == "failures":  # one call only: let it die at once
+        backend.calls = 1
+    with pytest.raises(RuntimeError, match="engine core died"):
+        _run(tmp_path, monkeypatch, stage, backend)
+    assert backend.calls == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["countdown.parquet", "params.yaml"]
+
+
 TRAIN_PUZZLES = [([1, 1, 2], 4, "1+1+2"), ([1, 2, 5], 7, "1*2+5"), ([2, 2, 3], 12, "2*2*3"), ([3, 3, 1], 9, "3*3*1"),
                  ([6, 2, 1], 3, "6/2*1")]
 # four samples per query, solved 0, 1, 3 and 4 times; the fifth train puzzle is beyond failures.queries = 4
@@ -188,6 +213,23 @@ def test_failure_set_keeps_exactly_the_queries_the_policy_names(tmp_path, monkey
     assert metrics["sample_errors"] == {"invalid_equation": 2, "wrong_numbers": 4, "missed_target": 2}
 
 
+def test_sampled_failure_sets_are_byte_identical_at_a_seed_and_differ_across_seeds(workdir):
+    """The engine's per-call seed: k = 2 samples per query at T = 1, rerun in a new process."""
+    data = _download(workdir, "countdown")
+    _edit_params(workdir, **{"failures.samples": 3})
+    blobs = {}
+    for name, seed in (("one", 0), ("two", 0), ("three", 1)):
+        _edit_params(workdir, seed=seed)
+        proc = run_stage(workdir, "failures.py", "--task", "countdown", "--data", str(data), "--out",
+                         f"{name}.parquet", "--metrics", f"{name}.json")
+        assert proc.returncode == 0, proc.stderr
+        blobs[name] = pd.read_parquet(workdir / f"{name}.parquet")
+    assert blobs["one"].equals(blobs["two"])
+    attempts = [list(a) for a in blobs["one"]["failed_attempts"]]
+    assert all(len(set(a)) > 1 for a in attempts), "the k samples of a query differ"
+    assert [list(a) for a in blobs["three"]["failed_attempts"]] != attempts
+
+
 def test_greedy_baseline_is_byte_identical(workdir):
     data = _download(workdir, "countdown")
     blobs = []
@@ -215,6 +257,9 @@ def _edit_params(workdir, **changes):
     ({"failures.keep": "sometimes"}, "failures.keep"),
     ({"data.countdown.source": "nowhere"}, "data.countdown.source"),
     ({"inference.batch_size": 0}, "inference.batch_size"),
+    ({"inference.backend": "transformers"}, "inference.backend"),
+    ({"inference.kv_cache_gib": 0}, "inference.kv_cache_gib"),
+    ({"inference.enforce_eager": "yes"}, "inference.enforce_eager"),
 ])
 def test_bad_params_fail_with_one_line_naming_the_field(workdir, change, message):
     data = _download(workdir, "countdown")

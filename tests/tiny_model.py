@@ -1,6 +1,6 @@
 """A tiny random Llama chat model with a byte-level tokenizer, built locally (no downloads) for tests.
 
-`build_tiny_model_dir(path)` saves a `LlamaForCausalLM` (2 layers, hidden 32) and a
+`build_tiny_model_dir(path)` saves a `LlamaForCausalLM` (2 layers, hidden 64, 2 heads of 32) and a
 `PreTrainedTokenizerFast` (special tokens + the 256 bytes, no merges; eos = pad = <|im_end|>) with a
 ChatML template like SmolLM2's, so `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained(path)`
 load it like a real model directory. Takes well under a second.
@@ -41,8 +41,9 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 def build_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     # initializer_range 0.2 (not 0.02) so that greedy outputs vary with the prompt
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+    # head size 32: the smallest vLLM's CPU attention takes
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=16384,
                          initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=2,
                          tie_word_embeddings=False)
     torch.manual_seed(seed)

@@ -24,16 +24,25 @@ def model_dir(policy: str) -> Path:
 
 
 def backend(p: Params, policy: str, model: str | Path | None = None) -> Backend:
-    """The configured inference backend over the policy's model (or over `model`, a model directory)."""
+    """The configured inference engine over the policy's model (or over `model`, a model directory)."""
     inf = p.section("inference")
     name = inf.get("backend", str, choices=BACKENDS)
-    options = {"dtype": inf.get("dtype", str, choices=("float32", "bfloat16", "float16")),
-               "batch_size": inf.get("batch_size", int, min_value=1)}
-    if name == "transformers":
-        options["device"] = inf.get("device", str, "cpu", choices=("cpu", "cuda"))
+    options = engine_options(p)
     if model is not None and not (Path(model) / "config.json").is_file():
         raise R3Error(f"{model}: not a model directory (no config.json)")
     return load_backend(name, str(model or model_dir(policy)), **options)
+
+
+def engine_options(p: Params) -> dict:
+    """The engine's settings from params (`inference` section; the run's seed)."""
+    inf = p.section("inference")
+    return {"dtype": inf.get("dtype", str, choices=("float32", "bfloat16", "float16")),
+            "batch_size": inf.get("batch_size", int, min_value=1),
+            "max_model_len": inf.get("max_model_len", int, min_value=16),
+            "enforce_eager": inf.get("enforce_eager", bool),
+            "kv_cache_gib": inf.get("kv_cache_gib", int, min_value=1),
+            "gpu_memory_utilization": inf.get("gpu_memory_utilization", float, min_value=0.01, max_value=1.0),
+            "seed": p.get("seed", int)}
 
 
 def prompt_config(p: Params, task: Task) -> PromptConfig:

@@ -1,21 +1,14 @@
-"""Inference backends: batched chat generation behind one interface.
-
-`transformers` is the CPU default; `vllm` is for GPU machines (optional extra).
-"""
+"""Inference: batched chat generation behind one interface, served by vLLM on CPU and GPU."""
 
 from __future__ import annotations
 
 from r3.errors import R3Error
 from r3.inference.base import Backend, Completion, Request, SamplingParams
 
-BACKENDS = ("transformers", "vllm")
+BACKENDS = ("vllm",)
 
 
 def load_backend(name: str, model_dir: str, **options) -> Backend:
-    if name == "transformers":
-        from r3.inference.transformers_backend import TransformersBackend
-
-        return TransformersBackend(model_dir, **options)
     if name == "vllm":
         from r3.inference.vllm_backend import VLLMBackend
 

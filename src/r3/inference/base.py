@@ -14,6 +14,7 @@ class SamplingParams:
     n: int = 1  # samples per request
     seed: int = 0
     stop: tuple[str, ...] = ()  # generation ends after the first of these strings
+    logprobs: bool = False  # return each sampled token's logprob (training rollouts: importance sampling)
 
     @property
     def greedy(self) -> bool:
@@ -34,6 +35,7 @@ class Completion:
     num_tokens: int  # tokens generated (the budget this completion used)
     finish_reason: str = field(default="stop")  # "stop" (eos or stop string) or "length"
     token_ids: tuple[int, ...] = ()  # the sampled token ids, eos included (training rollouts need them)
+    logprobs: tuple[float, ...] = ()  # with SamplingParams.logprobs: the sampler's logprob of each token
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
@@ -43,7 +45,18 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 
 
 class Backend(ABC):
-    """Batched chat generation. Implementations must be deterministic for a fixed seed."""
+    """Batched chat generation over `self.tokenizer`'s chat template. Deterministic for a fixed seed."""
+
+    tokenizer = None
+
+    def render(self, request: Request) -> str:
+        """The prompt text: the chat template with the assistant turn opened, plus the prefill."""
+        prompt = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        return prompt + request.prefill
+
+    def encode(self, request: Request) -> list[int]:
+        """The prompt token ids the model is fed for `request` (no special tokens added to the template's)."""
+        return self.tokenizer(self.render(request), add_special_tokens=False)["input_ids"]
 
     @abstractmethod
     def generate(

@@ -5,17 +5,33 @@ Loss: TRL's `loss_type` (default "dapo": token-level normalisation over the batc
 > 0 to get both). With one optimizer step per generation batch (`num_iterations=1`) the policy ratio is 1
 and the loss is the plain policy gradient, advantage x token log-prob, over the completion tokens only.
 
+Generation engine (DESIGN section 9). Rollouts are sampled by the project's in-process vLLM engine, on CPU
+and GPU alike. TRL's own vLLM integration cannot run on CPU (its colocate weight sync calls a plain
+`load_weights`, which leaves the CPU build's packed weights stale; its server client refuses non-CUDA
+devices), so the trainer is told it uses vLLM and is given `EngineSync` in place of TRL's
+`VLLMGeneration`: TRL then calls `sync_weights()` whenever the optimizer has stepped, before the rollout,
+and applies its importance-sampling correction with the sampler's logprobs that the rollout returns.
+Under `accelerate launch` every rank runs its own engine on its own device (TRL's colocate layout).
+
+Batches: one optimizer step = `queries_per_step` x `num_generations` sequences, split over the processes
+and into micro-batches of `micro_batch_size` per device (gradient accumulation in between); one
+generation per optimizer step (`steps_per_generation` = the accumulation steps).
+
 Stopping: `max_steps` optimizer steps, or earlier once the rollouts have generated `token_budget` tokens
-(retries included), so R3 and the GRPO control can be given the same generation budget. Checkpoints go
-into a caller-keyed folder every `save_steps` steps and training resumes from the last one; the token
-count travels in the checkpoint (`TokenBudget` is an `ExportableState` callback).
+(retries included; summed over processes, so every rank stops at the same step), so R3 and the GRPO
+control can be given the same generation budget. Checkpoints go into a caller-keyed folder every
+`save_steps` steps and training resumes from the last one; the token count travels in the checkpoint
+(`TokenBudget` is an `ExportableState` callback). Only the main process writes the model and the curves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import resource
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +42,118 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import get_last_checkpoint
 
+from r3.errors import R3Error
 from r3.training.rollout import Rollout, outcome_reward
 
 log = logging.getLogger("r3")
 
 
 class TokenBudget(TrainerCallback, ExportableState):
-    """Stops training once the rollouts have generated `budget` tokens; `spent` is saved with checkpoints."""
+    """Stops training once the rollouts have generated `budget` tokens; `spent` is saved with checkpoints.
+
+    `spent` counts every process's tokens (all-reduced each step), so all ranks take the same decision.
+    """
 
     def __init__(self, rollout: Rollout | None = None, budget: int | None = None, spent: int = 0):
         self.rollout, self.budget, self.spent = rollout, budget, spent
+        self._mine = 0  # this process's tokens at the start of the run (restored on resume)
 
     def on_train_begin(self, args, state, control, **kwargs):
         # on resume the checkpoint's trainer state holds the count so far (transformers does not restore
-        # callback attributes by default); the rollout's counter carries on from it
+        # callback attributes by default); this process's counter carries on from its share of it
         saved = state.stateful_callbacks.get(type(self).__name__)
         if isinstance(saved, dict):
             self.spent = saved.get("attributes", {}).get("spent", self.spent)
         if self.rollout is not None:
-            self.rollout.generated_tokens = self.spent
+            self.rollout.generated_tokens = 0
+        self._mine = self.spent
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.spent = self.rollout.generated_tokens if self.rollout is not None else self.spent
+        if self.rollout is not None:
+            self.spent = self._mine + all_reduce_sum(self.rollout.generated_tokens)
         if self.budget is not None and self.spent >= self.budget:
             log.info("GRPO: generation budget reached (%d >= %d tokens) at step %d", self.spent, self.budget,
                      state.global_step)
             control.should_training_stop = True
         return control
 
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs:
+            logs["r3/generated_tokens"] = self.spent
+
     def state(self) -> dict:
         return {"args": {"budget": self.budget}, "attributes": {"spent": self.spent}}
 
 
+def all_reduce_sum(value: int) -> int:
+    """`value` summed over the processes of a distributed run (itself in a single process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    device = "cuda" if torch.cuda.is_available() and torch.distributed.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(t)
+    return int(t.item())
+
+
+class PeakMemory(TrainerCallback):
+    """Logs the process's peak resident memory (GiB) with every step's metrics (`memory/peak_rss_gib`)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs:
+            logs["memory/peak_rss_gib"] = round(peak_rss_gib(), 3)
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+@contextlib.contextmanager
+def policy_weights(model) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """The policy's weights under their checkpoint names (LoRA merged in for the duration; ZeRO-3 gathered)."""
+    gather = contextlib.nullcontext()
+    if getattr(model, "ds_config", None) is not None or hasattr(next(model.parameters()), "ds_id"):
+        import deepspeed  # ZeRO-3 shards every parameter: gather them for the sync (not run on CPU here)
+
+        gather = deepspeed.zero.GatheredParameters(list(model.parameters()))
+    with gather:
+        if isinstance(model, PeftModel):
+            model.merge_adapter()
+            try:
+                yield [(name.removeprefix("base_model.model.").replace(".base_layer", ""), t.detach())
+                       for name, t in model.state_dict().items() if "lora_" not in name]
+            finally:
+                model.unmerge_adapter()
+        else:
+            yield [(name, t.detach()) for name, t in model.state_dict().items()]
+
+
+class EngineSync:
+    """Stands in for TRL's `VLLMGeneration`: pushes the trained weights into the rollout's engine.
+
+    TRL calls `sync_weights()` before a rollout whenever the step has changed, and reads `.llm`.
+    """
+
+    def __init__(self, engine, trainer):
+        self.engine, self.trainer = engine, trainer
+        self.llm = getattr(engine, "llm", None)  # the in-process engine's vllm.LLM (none for a server)
+
+    def sync_weights(self) -> None:
+        with policy_weights(self.trainer.accelerator.unwrap_model(self.trainer.model)) as weights:
+            self.engine.sync_weights(weights)
+
+
+def micro_batching(batch: int, micro_batch_size: int, num_processes: int) -> int:
+    """Gradient accumulation steps for `batch` sequences per optimizer step; errors name the param."""
+    per_step = micro_batch_size * num_processes
+    if batch % per_step:
+        raise R3Error(f"train.micro_batch_size={micro_batch_size}: x {num_processes} process(es) = {per_step} "
+                      f"does not divide the batch of {batch} sequences (queries_per_step x num_generations)")
+    return batch // per_step
+
+
 def make_trainer(model_dir: str | Path, rollout: Rollout, output_dir: str | Path, *, num_generations: int = 4,
-                 queries_per_step: int = 2, learning_rate: float = 1e-6, beta: float = 0.0, max_steps: int = 10,
+                 queries_per_step: int = 2, micro_batch_size: int | None = None, gradient_checkpointing: bool = False,
+                 learning_rate: float = 1e-6, beta: float = 0.0, max_steps: int = 10,
                  max_completion_length: int = 128, temperature: float = 1.0,
                  top_p: float = 1.0, seed: int = 0, loss_type: str = "dapo", scale_rewards: str = "group",
                  weight_decay: float = 0.0, lr_scheduler_type: str = "constant", bf16: bool = False,
@@ -67,16 +161,23 @@ def make_trainer(model_dir: str | Path, rollout: Rollout, output_dir: str | Path
                  logging_steps: int = 1, callbacks: list | None = None):
     """A `GRPOTrainer` whose completions come from `rollout` (one optimizer step per generation batch).
 
-    `queries_per_step` distinct queries x `num_generations` completions make one step's batch. `temperature`
-    and `top_p` are recorded in the config for TRL; sampling itself uses the rollout's protocols.
+    `queries_per_step` distinct queries x `num_generations` completions make one step's batch, in micro-batches
+    of `micro_batch_size` sequences per process (default: the whole per-process share). `temperature` and
+    `top_p` are recorded in the config for TRL; sampling itself uses the rollout's protocols. With
+    `rollout.engine` set, the trainer syncs its weights into that engine (`EngineSync`).
     """
+    from accelerate import PartialState
     from trl import GRPOConfig, GRPOTrainer
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
     use_cpu = not torch.cuda.is_available()
+    batch, processes = queries_per_step * num_generations, PartialState().num_processes
+    micro_batch_size = micro_batch_size or batch // processes
+    accumulation = micro_batching(batch, micro_batch_size, processes)
     config = GRPOConfig(
-        output_dir=str(output_dir), per_device_train_batch_size=queries_per_step * num_generations,
-        gradient_accumulation_steps=1, num_generations=num_generations, num_iterations=1,
+        output_dir=str(output_dir), per_device_train_batch_size=micro_batch_size,
+        gradient_accumulation_steps=accumulation, steps_per_generation=accumulation,
+        num_generations=num_generations, num_iterations=1,
         learning_rate=learning_rate, lr_scheduler_type=lr_scheduler_type, weight_decay=weight_decay, beta=beta,
         loss_type=loss_type, scale_rewards=scale_rewards, max_steps=max_steps,
         max_completion_length=max_completion_length,
@@ -84,9 +185,8 @@ def make_trainer(model_dir: str | Path, rollout: Rollout, output_dir: str | Path
         use_cpu=use_cpu, save_strategy="no" if save_steps is None else "steps", save_steps=save_steps or 500,
         save_total_limit=save_total_limit, logging_steps=logging_steps, report_to="none",
         dataloader_num_workers=0, remove_unused_columns=False, shuffle_dataset=True,
-        # TRL turns it on by default; it would disable the KV cache the rollout's decoding needs, and a
-        # 135M model has memory to spare
-        gradient_checkpointing=False)
+        gradient_checkpointing=gradient_checkpointing, vllm_mode="colocate",
+        vllm_importance_sampling_correction=True, ddp_find_unused_parameters=False)
     peft_config = None
     if lora and lora.get("enabled", True):
         from peft import LoraConfig
@@ -97,10 +197,19 @@ def make_trainer(model_dir: str | Path, rollout: Rollout, output_dir: str | Path
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    return GRPOTrainer(model=model, reward_funcs=[outcome_reward], args=config,
-                       train_dataset=Dataset.from_list(rollout.dataset_rows()), processing_class=tokenizer,
-                       peft_config=peft_config, rollout_func=rollout, callbacks=callbacks or [])
+    # full fine-tune: fp32 master weights (bf16 is autocast); LoRA: the frozen base in bf16, adapters in fp32
+    base_dtype = torch.bfloat16 if peft_config is not None and config.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=base_dtype)
+    trainer = GRPOTrainer(model=model, reward_funcs=[outcome_reward], args=config,
+                          train_dataset=Dataset.from_list(rollout.dataset_rows()), processing_class=tokenizer,
+                          peft_config=peft_config, rollout_func=rollout,
+                          callbacks=[PeakMemory(), *(callbacks or [])])
+    if rollout.engine is not None and hasattr(rollout.engine, "sync_weights"):
+        # TRL's vLLM path with the project's engine (module docstring): weight sync before each rollout,
+        # importance-sampling correction with the rollout's logprobs
+        trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, EngineSync(rollout.engine,
+                                                                                                 trainer), -1
+    return trainer
 
 
 def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
@@ -113,10 +222,13 @@ def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
     """
     if report_to not in ("none", "dvclive"):
         raise ValueError(f"report_to must be 'none' or 'dvclive', got {report_to!r}")
+    from accelerate import PartialState
+
+    main = PartialState().is_main_process
     resume = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir and Path(checkpoint_dir).is_dir() else None
     budget = TokenBudget(rollout, token_budget)
     callbacks: list = [budget]
-    if report_to == "dvclive":
+    if report_to == "dvclive" and main:
         from dvclive import Live
         from transformers.integrations import DVCLiveCallback
 
@@ -130,9 +242,12 @@ def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
             log.info("GRPO: resuming from %s", resume)
         result = trainer.train(resume_from_checkpoint=resume)
 
-    model = trainer.model.merge_and_unload() if isinstance(trainer.model, PeftModel) else trainer.model
-    model.save_pretrained(out_dir)
-    trainer.processing_class.save_pretrained(out_dir)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    lora = isinstance(model, PeftModel)
+    model = model.merge_and_unload() if lora else model
+    if main:
+        model.save_pretrained(out_dir)
+        trainer.processing_class.save_pretrained(out_dir)
     history = [entry for entry in trainer.state.log_history if "reward" in entry]
 
     def mean(key: str) -> float | None:
@@ -147,5 +262,7 @@ def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
         "reflection_tokens_mean": mean("completions/mean_length"),
         "retry_success": mean("r3/retry_success"), "copied_answer": mean("r3/copied_answer"),
         "repeated_attempt": mean("r3/repeated_attempt"),
-        "lora": isinstance(trainer.model, PeftModel),
+        "lora": lora, "processes": trainer.accelerator.num_processes, "peak_rss_gib": round(peak_rss_gib(), 3),
+        "micro_batch_size": trainer.args.per_device_train_batch_size,
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
     }
