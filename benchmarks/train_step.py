@@ -31,6 +31,7 @@ which also times one real `VLLMBackend.sync_weights`. A compiled graph that kept
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import subprocess
@@ -128,7 +129,8 @@ def run(name: str, label: str, rollout, model: str, hparams: dict, steps: int, n
     clock = Clock.current = Clock(rollout)
     with tempfile.TemporaryDirectory() as out:
         trainer = grpo.make_trainer(model, rollout, out, max_steps=steps + 1, callbacks=[clock], **hparams)
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):  # the trainer's log lines: terminal, not the report
+            trainer.train()
     Clock.current = None
     timed = clock.steps[1:] or clock.steps
 

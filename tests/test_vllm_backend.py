@@ -160,6 +160,18 @@ def test_max_new_tokens_ends_with_length(tiny_engine):
         assert (c.num_tokens, len(c.token_ids), c.finish_reason) == (5, 5, "length")
 
 
+def test_a_long_prompt_shortens_only_its_own_budget(tiny_engine):
+    """Near the context limit a prompt gets what room is left; the other prompts of the call keep theirs."""
+    short = requests(1)[0]
+    room = 3
+    filler = "x" * (tiny_engine.max_model_len - len(tiny_engine.encode(short)) - room)
+    near_limit = Request([{"role": "user", "content": short.messages[0]["content"] + filler}])
+    assert len(tiny_engine.encode(near_limit)) == tiny_engine.max_model_len - room  # one byte = one token
+    (a,), (b,) = tiny_engine.generate([near_limit, short], SamplingParams(max_new_tokens=6, temperature=1.0, seed=4))
+    assert (a.num_tokens, a.finish_reason) == (room, "length")
+    assert (b.num_tokens, b.finish_reason) == (6, "length")
+
+
 # ---------------------------------------------------------------- weight sync
 
 

@@ -90,9 +90,11 @@ class VLLMBackend(Backend):
                 self.sync_weights(_checkpoint_weights(model_dir))
                 self.llm.r3_synced = False
         else:
+            set_num_threads = torch.set_num_threads
             self.llm = _ENGINES[key] = vllm.LLM(
                 seed=seed, logprobs_mode="processed_logprobs",  # after temperature: what the sampler drew from
                 enable_prefix_caching=True, **settings)
+            torch.set_num_threads = set_num_threads  # the CPU build swaps it for a no-op, process-wide
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = max_model_len
 
@@ -109,12 +111,12 @@ class VLLMBackend(Backend):
                           f"longer (the first, request {too_long[0]}, has {len(prompts[too_long[0]])} tokens)")
         # vLLM refuses n > 1 with greedy decoding: one completion, repeated (they would be identical anyway)
         copies = params.n if params.greedy else 1
-        sampling = self._vllm.SamplingParams(
+        sampling = [self._vllm.SamplingParams(
             n=params.n // copies, temperature=max(params.temperature, 0.0), top_p=params.top_p,
             # never past the context: vLLM refuses a request whose prompt + max_tokens exceeds it
-            max_tokens=min(params.max_new_tokens, self.max_model_len - max(map(len, prompts))),
+            max_tokens=min(params.max_new_tokens, self.max_model_len - len(ids)),
             stop=list(params.stop) or None, include_stop_str_in_output=True, skip_special_tokens=True,
-            logprobs=0 if params.logprobs else None)
+            logprobs=0 if params.logprobs else None) for ids in prompts]
         torch.manual_seed(params.seed)  # the engine's sampler draws from this generator (module docstring)
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompts], sampling,
                                     use_tqdm=len(prompts) * params.n >= 64)
@@ -135,7 +137,13 @@ class VLLMBackend(Backend):
         `reload_weights` reloads layer by layer and redoes the CPU build's weight packing, which a plain
         `load_weights` would leave stale; vLLM's own weight-transfer receivers go through it too.
         """
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        # vLLM warns once per sync that the rotary cache is not in the checkpoint (it keeps its own): expected
+        reload_log = logging.getLogger("vllm.model_executor.model_loader.reload")
+        level, _ = reload_log.level, reload_log.setLevel(logging.ERROR)
+        try:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        finally:
+            reload_log.setLevel(level)
         self.llm.reset_prefix_cache()
         self.llm.r3_synced = True
 

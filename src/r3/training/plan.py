@@ -300,7 +300,8 @@ def plan_from_params(params: dict, gpu_gib: float, config: dict | None = None) -
         lora_r=_typed(params, "train.lora.r", int, None) if lora else None,
         num_processes=_typed(params, "train.num_processes", int, 1),
         zero_stage=_typed(params, "train.zero_stage", int, 0),
-        vllm_gpu_memory_utilization=_typed(params, "inference.gpu_memory_utilization", float, 0.3) if colocated else 0.0,
+        vllm_gpu_memory_utilization=(_typed(params, "inference.gpu_memory_utilization", float, 0.3)
+                                     if colocated else 0.0),
         reference_model=_typed(params, "train.beta", float, 0.0) > 0)
     batch = _typed(params, "train.queries_per_step", int, None) * _typed(params, "train.num_generations", int, None)
     if setup.micro_batch is None:  # null in params.yaml: each process's whole share, no accumulation
