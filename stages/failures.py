@@ -8,7 +8,7 @@ from r3 import cli, configs
 from r3.artifacts import write_json, write_parquet
 from r3.dataset import load_rows
 from r3.failures import KEEP_POLICIES, keep
-from r3.inference import SamplingParams
+from r3.inference import Request, SamplingParams
 from r3.params import Params
 from r3.prompts import build_prompt
 from r3.protocol import sample_first_attempts
@@ -40,6 +40,16 @@ def main(args):
     queries = train[prompt_cfg.few_shot:][:n_queries]
     prompts = [build_prompt(task, r.inputs, prompt_cfg, shots) for r in queries]
     backend = configs.backend(p, policy)
+    # a query whose prompt leaves no room in the engine's context is left out (counted): training would
+    # leave it out too (train.max_prompt_tokens); test items are never dropped (baseline refuses instead)
+    room = getattr(backend, "max_model_len", None)
+    fits = [room is None or len(backend.encode(Request(m, prompt_cfg.prefill))) + params.max_new_tokens <= room
+            for m in prompts]
+    if not all(fits):
+        log.warning("%s: %d of %d queries have prompts too long for inference.max_model_len=%d; left out",
+                    task.name, fits.count(False), len(fits), room)
+        queries = [q for q, ok in zip(queries, fits, strict=True) if ok]
+        prompts = [m for m, ok in zip(prompts, fits, strict=True) if ok]
 
     samples = sample_first_attempts(backend, task, prompts, [r.ground_truth for r in queries], params,
                                     prompt_cfg.prefill)
@@ -62,7 +72,8 @@ def main(args):
     df = pd.DataFrame(records, columns=columns)
     all_verdicts = [v for attempts in samples for _, v, _ in attempts]
     metrics = {
-        "queries": len(queries), "samples_per_query": k, "kept": len(records),
+        "queries": len(queries), "left_out_long_prompts": fits.count(False), "samples_per_query": k,
+        "kept": len(records),
         "kept_fraction": round(len(records) / len(queries), 4),
         "sample_acc": round(sum(v.correct for v in all_verdicts) / len(all_verdicts), 4),
         "queries_solved_any": sum(any(v.correct for _, v, _ in a) for a in samples),

@@ -12,11 +12,14 @@ import torch
 import yaml
 from conftest import ROOT, load_script, run_stage, tiny_params
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from r3 import configs
-from r3.dataset import COLUMNS, to_frame
+from r3.dataset import COLUMNS, load_rows, to_frame
 from r3.inference import Completion
-from r3.tasks import Item
+from r3.params import Params
+from r3.prompts import build_prompt
+from r3.tasks import Item, get_task
 
 
 def _download(workdir, task):
@@ -228,6 +231,28 @@ def test_sampled_failure_sets_are_byte_identical_at_a_seed_and_differ_across_see
     attempts = [list(a) for a in blobs["one"]["failed_attempts"]]
     assert all(len(set(a)) > 1 for a in attempts), "the k samples of a query differ"
     assert [list(a) for a in blobs["three"]["failed_attempts"]] != attempts
+
+
+def test_failure_queries_too_long_for_the_engine_are_left_out_and_counted(workdir):
+    """failures@function_calling on the byte-level tiny tokenizer: prompts of very different lengths."""
+    data = _download(workdir, "function_calling")
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    tok = AutoTokenizer.from_pretrained(workdir / "models" / "primed")
+    task = get_task("function_calling")
+    cfg = configs.prompt_config(Params(p), task)
+    train = [r for r in load_rows(data, "function_calling") if r.split == "train"][: p["failures"]["queries"]]
+    lengths = sorted(len(tok(tok.apply_chat_template(build_prompt(task, r.inputs, cfg), tokenize=False,
+                                                     add_generation_prompt=True) + cfg.prefill)["input_ids"])
+                     for r in train)
+    budget = p["protocol"]["function_calling"]["max_attempt_tokens"]
+    _edit_params(workdir, **{"inference.max_model_len": lengths[-1] + budget - 1})  # the longest no longer fits
+    proc = run_stage(workdir, "failures.py", "--task", "function_calling", "--data", str(data), "--out",
+                     "f.parquet", "--metrics", "f.json")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((workdir / "f.json").read_text())
+    too_long = sum(n + budget > lengths[-1] + budget - 1 for n in lengths)
+    assert metrics["left_out_long_prompts"] == too_long >= 1
+    assert metrics["queries"] == len(train) - too_long == len(pd.read_parquet(workdir / "f.parquet"))
 
 
 def test_greedy_baseline_is_byte_identical(workdir):
