@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 from conftest import ScriptedBackend, countdown_queries
+from test_vllm_backend import hf_greedy
 
 from r3.inference import Request, SamplingParams
 from r3.protocol import ProtocolConfig, reflection_conversation, retry_conversation
@@ -263,18 +264,6 @@ def _policy_logprobs(model, prompt_ids: list[int], completion_ids: list[int], te
     return torch.log_softmax(logits / temperature, dim=-1).gather(1, torch.tensor(completion_ids)[:, None])[:, 0]
 
 
-def _greedy(model, engine, requests: list[Request], max_new_tokens: int) -> list[list[int]]:
-    rows = []
-    for r in requests:
-        ids = torch.tensor([engine.encode(r)])
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, eos_token_id=2, pad_token_id=2)
-        row = out[0, ids.shape[1]:].tolist()
-        rows.append(row[: row.index(2) + 1] if 2 in row else row)
-    return rows
-
-
 def test_rollout_through_grpo_trainer(engine_to_restore, tiny_model_dir, tmp_path):
     """Two steps of TRL's GRPOTrainer sampling on the engine: the engine gets the policy's weights before every
     rollout, its logprobs are the policy's, and TRL's importance-sampling correction receives them."""
@@ -343,8 +332,8 @@ def test_rollout_through_grpo_trainer(engine_to_restore, tiny_model_dir, tmp_pat
     requests = [Request(row["prompt"]) for row in rollout.dataset_rows()]
     policy.load_state_dict(seen[-1][3])
     got = [list(c.token_ids) for (c,) in engine.generate(requests, SamplingParams(max_new_tokens=16))]
-    assert got == _greedy(policy, engine, requests, 16)
-    assert got != _greedy(start, engine, requests, 16)
+    assert got == hf_greedy(policy, engine, requests, 16)
+    assert got != hf_greedy(start, engine, requests, 16)
 
     # TRL's importance-sampling correction ran on those logprobs, and found engine and policy in agreement
     logged = [e for e in trainer.state.log_history if "reward" in e]
