@@ -1,4 +1,5 @@
-"""baseline@<task>-<policy>: the policy's 1st try / reflection / 2nd try on the test split.
+"""baseline@<task>-<policy>: the policy's 1st try / reflection / 2nd try on the test split (`--split validation`
+for tuning).
 
 The `evaluate` stages run this same script on a trained model (`--model`), so vanilla and trained
 policies go through one protocol by construction.
@@ -11,6 +12,7 @@ import pandas as pd
 from r3 import cli, configs
 from r3.artifacts import write_json, write_parquet
 from r3.dataset import load_rows
+from r3.errors import R3Error
 from r3.metrics import protocol_metrics
 from r3.params import Params
 from r3.prompts import build_prompt
@@ -32,7 +34,9 @@ def main(args):
     proto_cfg = configs.protocol_config(p, task, temperature, top_p, seed)
 
     rows = load_rows(args.data, task.name)
-    test = [r for r in rows if r.split == "test"][:limit]
+    test = [r for r in rows if r.split == args.split][:limit]
+    if not test:
+        raise R3Error(f"{args.data}: no {args.split!r} items")
     shots = [(r.inputs, r.ground_truth) for r in rows if r.split == "train"][: prompt_cfg.few_shot]
     prompts = [build_prompt(task, r.inputs, prompt_cfg, shots) for r in test]
     backend = configs.backend(p, args.policy, args.model)
@@ -52,6 +56,8 @@ if __name__ == "__main__":
     parser = cli.parser(__doc__, task=True, policy=True)
     parser.add_argument("--data", required=True, help="the task's dataset Parquet")
     parser.add_argument("--model", help="model directory (default: models/<policy>)")
+    parser.add_argument("--split", default="test", choices=("test", "validation"),
+                        help="the split to measure (validation: tuning without touching test)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--metrics", required=True)
     cli.stage_main("baseline", main, parser)

@@ -55,7 +55,7 @@ def main(args):
         learning_rate=t.get("learning_rate", float, min_value=0.0), beta=t.get("beta", float, min_value=0.0),
         max_steps=t.get("max_steps", int, min_value=1),
         micro_batch_size=t.get("micro_batch_size", (int, type(None)), None, min_value=1),
-        gradient_checkpointing=t.get("gradient_checkpointing", bool),
+        gradient_checkpointing=t.get("gradient_checkpointing", bool), signal_only=t.get("signal_only", bool),
         loss_type=t.get("loss_type", str, choices=("grpo", "dr_grpo", "dapo", "bnpo")),
         scale_rewards=t.get("scale_rewards", str, choices=("group", "batch", "none")),
         temperature=temperature, top_p=top_p, seed=seed, bf16=t.get("bf16", bool),
@@ -76,7 +76,9 @@ def main(args):
         raise R3Error(f"train.max_prompt_tokens={max_prompt_tokens}: every query's prompt is longer")
     # rollouts: the trainer syncs its weights into this engine each step (a separate server with server_url)
     server_url = t.get("server_url", (str, type(None)), None)
-    engine = ServerBackend(server_url, str(configs.model_dir(policy))) if server_url else configs.backend(p, policy)
+    kv_cache_gib = t.get("kv_cache_gib", (int, type(None)), None, min_value=1)
+    engine = (ServerBackend(server_url, str(configs.model_dir(policy))) if server_url
+              else configs.backend(p, policy, kv_cache_gib=kv_cache_gib))
     rollout = Rollout(method, queries, {task.name: proto}, engine=engine, zero_copied=t.get("zero_copied_reward", bool))
 
     # resume only a run made from the same starting weights, training data and params

@@ -67,7 +67,7 @@ def tiny_params(model_base: str) -> dict:
         p["protocol"][task]["max_reflection_tokens"] = 8
     # the engine without compilation (starts in seconds); the byte-level tokenizer makes long prompts
     p["inference"].update(batch_size=4, enforce_eager=True, kv_cache_gib=1, max_model_len=16384)
-    p["failures"].update(queries=4, samples=2)
+    p["failures"].update(queries=4, samples=2, keep="failed_any")  # a random model solves nothing: keep its failures
     p["prime"].update(epochs=1, batch_size=2, save_steps=2, bf16=False, max_length=1024)
     p["prime"]["mix"]["countdown"]["size"] = 4
     p["prime"]["mix"]["function_calling"]["size"] = 2

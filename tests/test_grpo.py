@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import ScriptedBackend, countdown_queries
 from safetensors.torch import load_file
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, TrainerCallback
 
 from r3.inference import Request, SamplingParams
 from r3.protocol import ProtocolConfig
@@ -201,6 +201,58 @@ def test_zero_reward_variance_leaves_the_weights_unchanged(tiny_model_dir, tmp_p
         assert changed  # the same step with a reward difference does move the weights
     else:
         assert changed == []
+
+
+class Snapshots(TrainerCallback):
+    """The weights and AdamW's state after every optimizer step; `before_step` changes the script between steps."""
+
+    def __init__(self, before_step=None):
+        self.weights, self.adam, self.before_step = [], [], before_step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.before_step:
+            self.before_step(state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.weights.append(_weights(model))
+        state = optimizer.state_dict()["state"]
+        self.adam.append({k: (v["step"].clone(), v["exp_avg"].clone()) for k, v in state.items()})
+
+
+@pytest.mark.parametrize("signal_only", [True, False])
+def test_a_step_without_reward_variance_after_an_informative_one_changes_nothing(tiny_model_dir, tmp_path, tok,
+                                                                                  signal_only):
+    retries = {GOOD: "RIGHT", BAD: "WRONG"}  # step 0: every group varies; step 1 (below): no group does
+    rollout = _rollout(tok, retries)
+    snaps = Snapshots(before_step=lambda step: retries.update({BAD: "RIGHT"}) if step == 1 else None)
+    trainer = _trainer(tiny_model_dir, rollout, tmp_path, max_steps=2, weight_decay=0.0,
+                       signal_only=signal_only, callbacks=[snaps])
+    before = _weights(trainer.model)
+    trainer.train()
+    zero_std = [e["frac_reward_zero_std"] for e in trainer.state.log_history if "reward" in e]
+    assert zero_std == [0.0, 1.0]
+    first, second = snaps.weights
+    assert any(not torch.equal(before[k], first[k]) for k in before)  # the informative step moved the weights
+    moved = [k for k in first if not torch.equal(first[k], second[k])]
+    if signal_only:  # skipped: weights and Adam's state bit-identical
+        assert moved == [] and trainer.skipped_steps == 1
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                   for a, b in zip(snaps.adam[0].values(), snaps.adam[1].values(), strict=True))
+    else:  # TRL's own behaviour: momentum keeps moving the weights on a zero gradient
+        assert moved
+
+
+@pytest.mark.parametrize("signal_only", [True, False])
+def test_the_loss_normaliser_counts_only_tokens_with_an_advantage(tiny_model_dir, tmp_path, tok, signal_only):
+    # reflections by position in the batch: query 0 gets (GOOD, BAD), a reward difference; query 1 (GOOD, GOOD), none
+    rollout = _rollout(tok, {GOOD: "RIGHT", BAD: "WRONG"}, reflections=(GOOD, BAD, GOOD, GOOD))
+    trainer = _trainer(tiny_model_dir, rollout, tmp_path, signal_only=signal_only)
+    inputs = trainer._generate_and_score_completions(_batch(rollout))
+    assert inputs["advantages"][:2].ne(0).all() and inputs["advantages"][2:].eq(0).all()
+    tokens = inputs["completion_mask"].sum(dim=1)
+    expected = tokens[:2].sum() if signal_only else tokens.sum()
+    assert inputs["num_items_in_batch"].item() == expected.item()
+    assert expected.item() > 0 and tokens[2:].sum().item() > 0
 
 
 def test_a_step_raises_the_rewarded_reflections_logprob(tiny_model_dir, tmp_path, tok):

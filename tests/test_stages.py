@@ -16,6 +16,8 @@ from transformers import AutoTokenizer
 
 from r3 import configs
 from r3.dataset import COLUMNS, load_rows, to_frame
+from r3.errors import R3Error
+from r3.failures import draw_queries
 from r3.inference import Completion
 from r3.params import Params
 from r3.prompts import build_prompt
@@ -102,22 +104,26 @@ class PuzzleBackend:
     """Answers by the Countdown puzzle a conversation poses and by its turn (1: 1st try, 3: reflection, 5: retry).
     Scripts map (sorted numbers, target) to a text, or to a list of texts (one per sample)."""
 
-    def __init__(self, first, reflection=None, retry=None):
+    def __init__(self, first, reflection=None, retry=None, single=None):
         self.scripts = {1: first, 3: reflection or {}, 5: retry or {}}
+        self.single = single or {}  # a first attempt asked for once (n = 1) where `first` lists samples
         self.calls = []
 
     def generate(self, requests, params, desc=""):
         self.calls.append((len(requests), params))
         out = []
         for r in requests:
-            texts = self.scripts[len(r.messages)][_puzzle(r.messages[0]["content"])]
+            puzzle = _puzzle(r.messages[0]["content"])
+            texts = self.scripts[len(r.messages)][puzzle]
+            if isinstance(texts, list) and params.n == 1:
+                texts = self.single[puzzle]
             texts = texts if isinstance(texts, list) else [texts] * params.n
             assert len(texts) == params.n
             out.append([Completion(t, len(t.split())) for t in texts])
         return out
 
 
-def _run(tmp_path, monkeypatch, stage, backend, **params):
+def _run(tmp_path, monkeypatch, stage, backend, split="test", **params):
     p = tiny_params("scripted")
     for section, values in params.items():
         p[section].update(values)
@@ -125,7 +131,7 @@ def _run(tmp_path, monkeypatch, stage, backend, **params):
     used = []
     monkeypatch.setattr(configs, "backend", lambda _p, policy, model=None: used.append(policy) or backend)
     args = argparse.Namespace(params=str(tmp_path / "params.yaml"), task="countdown", policy="raw", model=None,
-                              data=str(tmp_path / "countdown.parquet"), out=str(tmp_path / "out.parquet"),
+                              split=split, data=str(tmp_path / "countdown.parquet"), out=str(tmp_path / "out.parquet"),
                               metrics=str(tmp_path / "out.json"))
     load_script(ROOT / "stages" / f"{stage}.py").main(args)
     return pd.read_parquet(args.out), json.loads(Path(args.metrics).read_text()), used
@@ -158,6 +164,14 @@ def test_baseline_counts_first_and_second_tries_exactly(tmp_path, monkeypatch):
     assert metrics["retry_errors"] == {"invalid_equation": 1, "wrong_numbers": 1, "missed_target": 0}
 
 
+def test_baseline_measures_the_validation_split_when_asked(tmp_path, monkeypatch):
+    _countdown_data(tmp_path, {"train": TEST_PUZZLES[:1], "validation": TEST_PUZZLES[1:3], "test": TEST_PUZZLES[3:]})
+    first = {_puzzle(f"numbers {n} equals {t}"): f"<answer>{s}</answer>" for n, t, s in TEST_PUZZLES}
+    df, metrics, _ = _run(tmp_path, monkeypatch, "baseline", PuzzleBackend(first), split="validation")
+    assert list(df["id"]) == ["validation-0", "validation-1"] and set(df["split"]) == {"validation"}
+    assert (metrics["n"], metrics["first_try_acc"]) == (2, 1.0)
+
+
 class DyingBackend:
     """An engine that answers the first call and dies in the second (the reflections)."""
 
@@ -173,7 +187,7 @@ class DyingBackend:
 
 @pytest.mark.parametrize("stage", ["baseline", "failures"])
 def test_an_engine_that_dies_mid_stage_leaves_no_outputs(tmp_path, monkeypatch, stage):
-    _countdown_data(tmp_path, {"train": [([1, 1, 2], 4, "1+1+2")] * 3, "test": TEST_PUZZLES})
+    _countdown_data(tmp_path, {"train": [([1, 1, 2], 4, "1+1+2")] * 4, "test": TEST_PUZZLES})
     backend = DyingBackend()
     if stage == "failures":  # one call only: let it die at once
         backend.calls = 1
@@ -185,8 +199,9 @@ def test_an_engine_that_dies_mid_stage_leaves_no_outputs(tmp_path, monkeypatch, 
 
 TRAIN_PUZZLES = [([1, 1, 2], 4, "1+1+2"), ([1, 2, 5], 7, "1*2+5"), ([2, 2, 3], 12, "2*2*3"), ([3, 3, 1], 9, "3*3*1"),
                  ([6, 2, 1], 3, "6/2*1")]
-# four samples per query, solved 0, 1, 3 and 4 times; the fifth train puzzle is beyond failures.queries = 4
-SAMPLES = [["miss", "nums", "bad", "nums"], ["bad", "ok", "miss", "nums"], ["ok", "ok", "nums", "ok"], ["ok"] * 4]
+# four samples per query, solved 0, 1, 3, 4 and 4 times; failures.queries = 5 draws them all
+SAMPLES = [["miss", "nums", "bad", "nums"], ["bad", "ok", "miss", "nums"], ["ok", "ok", "nums", "ok"], ["ok"] * 4,
+           ["ok"] * 4]
 CATEGORY = {"miss": "missed_target", "nums": "wrong_numbers", "bad": "invalid_equation"}
 
 
@@ -196,14 +211,21 @@ def _sample(puzzle, kind):
             "nums": "<answer>1</answer>", "bad": f"no tags {solution}"}[kind]
 
 
-@pytest.mark.parametrize(("policy", "kept"), [("failed_any", [0, 1, 2]), ("failed_all", [0]), ("mixed", [1, 2])])
+def _puzzle_backend(single=None):
+    return PuzzleBackend({_puzzle(f"numbers {q[0]} equals {q[1]}"): [_sample(q, kind) for kind in kinds]
+                          for q, kinds in zip(TRAIN_PUZZLES, SAMPLES, strict=True)}, single=single)
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("failed_any", [0, 1, 2]), ("failed_all", [0]), ("mixed", [1, 2]),
+                                              ("pass_rate", [1])])
 def test_failure_set_keeps_exactly_the_queries_the_policy_names(tmp_path, monkeypatch, policy, kept):
     _countdown_data(tmp_path, {"train": TRAIN_PUZZLES, "test": TEST_PUZZLES[:1]})
-    backend = PuzzleBackend({_puzzle(f"numbers {q[0]} equals {q[1]}"): [_sample(q, kind) for kind in kinds]
-                             for q, kinds in zip(TRAIN_PUZZLES, SAMPLES, strict=False)})
-    df, metrics, used = _run(tmp_path, monkeypatch, "failures", backend, failures={"samples": 4, "keep": policy})
+    backend = _puzzle_backend()
+    df, metrics, used = _run(tmp_path, monkeypatch, "failures", backend, train={"queries_per_step": 1},
+                             failures={"queries": 5, "samples": 4, "keep": policy, "pass_rate": [0.25, 0.5],
+                                       "attempt": "sampled"})
 
-    assert used == ["primed"] and [(n, p.n, p.temperature) for n, p in backend.calls] == [(4, 4, 1.0)]
+    assert used == ["primed"] and [(n, p.n, p.temperature) for n, p in backend.calls] == [(5, 4, 1.0)]
     assert list(df["id"]) == [f"train-{i}" for i in kept]
     assert list(df["n_correct"]) == [[0, 1, 3][i] for i in kept] and (df["n_samples"] == 4).all()
     failed = [[k for k in SAMPLES[i] if k != "ok"] for i in kept]
@@ -211,9 +233,34 @@ def test_failure_set_keeps_exactly_the_queries_the_policy_names(tmp_path, monkey
                                                          for i, f in zip(kept, failed, strict=True)]
     assert [list(c) for c in df["failed_categories"]] == [[CATEGORY[k] for k in f] for f in failed]
     assert list(df["attempt"]) == [_sample(TRAIN_PUZZLES[i], f[0]) for i, f in zip(kept, failed, strict=True)]
+    assert (df["attempt_source"] == "sampled").all()
     assert (metrics["queries"], metrics["kept"], metrics["sample_acc"], metrics["queries_solved_any"]) == (
-        4, len(kept), 0.5, 3)
+        5, len(kept), 0.6, 4)
     assert metrics["sample_errors"] == {"invalid_equation": 2, "wrong_numbers": 4, "missed_target": 2}
+
+
+def test_the_shown_attempt_is_the_one_evaluation_draws_where_it_failed(tmp_path, monkeypatch):
+    _countdown_data(tmp_path, {"train": TRAIN_PUZZLES, "test": TEST_PUZZLES[:1]})
+    # the first attempt evaluation would draw (greedy): wrong numbers for query 0, right for 1, a miss for 2
+    single = {_puzzle(f"numbers {q[0]} equals {q[1]}"): [_sample(q, kind)]
+              for q, kind in zip(TRAIN_PUZZLES, ["nums", "ok", "miss", "ok", "ok"], strict=True)}
+    backend = _puzzle_backend(single)
+    df, metrics, _ = _run(tmp_path, monkeypatch, "failures", backend, train={"queries_per_step": 1},
+                          failures={"queries": 5, "samples": 4, "keep": "failed_any", "attempt": "evaluation"})
+    assert [(n, p.n, p.temperature) for n, p in backend.calls] == [(5, 4, 1.0), (5, 1, 0.0)]
+    assert list(df["attempt_source"]) == ["evaluation", "sampled", "evaluation"]
+    assert list(df["attempt"]) == [_sample(TRAIN_PUZZLES[0], "nums"), _sample(TRAIN_PUZZLES[1], "bad"),
+                                   _sample(TRAIN_PUZZLES[2], "miss")]
+    assert list(df["attempt_category"]) == ["wrong_numbers", "invalid_equation", "missed_target"]
+    assert (metrics["evaluation_acc"], metrics["attempts_from_evaluation"]) == (0.6, 2)
+
+
+def test_a_keep_rule_leaving_less_than_one_training_step_writes_nothing(tmp_path, monkeypatch):
+    _countdown_data(tmp_path, {"train": TRAIN_PUZZLES, "test": TEST_PUZZLES[:1]})
+    with pytest.raises(R3Error, match=r"failures.keep=failed_all: kept 1 of 5.*train.queries_per_step=2"):
+        _run(tmp_path, monkeypatch, "failures", _puzzle_backend(), train={"queries_per_step": 2},
+             failures={"queries": 5, "samples": 4, "keep": "failed_all", "attempt": "sampled"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["countdown.parquet", "params.yaml"]
 
 
 def test_sampled_failure_sets_are_byte_identical_at_a_seed_and_differ_across_seeds(workdir):
@@ -240,7 +287,8 @@ def test_failure_queries_too_long_for_the_engine_are_left_out_and_counted(workdi
     tok = AutoTokenizer.from_pretrained(workdir / "models" / "primed")
     task = get_task("function_calling")
     cfg = configs.prompt_config(Params(p), task)
-    train = [r for r in load_rows(data, "function_calling") if r.split == "train"][: p["failures"]["queries"]]
+    train = draw_queries([r for r in load_rows(data, "function_calling") if r.split == "train"],
+                         p["failures"]["queries"], p["seed"])
     lengths = sorted(len(tok(tok.apply_chat_template(build_prompt(task, r.inputs, cfg), tokenize=False,
                                                      add_generation_prompt=True) + cfg.prefill)["input_ids"])
                      for r in train)
@@ -280,6 +328,9 @@ def _edit_params(workdir, **changes):
 @pytest.mark.parametrize(("change", "message"), [
     ({"failures.samples": "four"}, "failures.samples"),
     ({"failures.keep": "sometimes"}, "failures.keep"),
+    ({"failures.keep": "pass_rate", "failures.pass_rate": [0.5, 1.0]}, "failures.pass_rate"),
+    ({"failures.queries": 1000}, "failures.queries"),
+    ({"failures.attempt": "best"}, "failures.attempt"),
     ({"data.countdown.source": "nowhere"}, "data.countdown.source"),
     ({"inference.batch_size": 0}, "inference.batch_size"),
     ({"inference.backend": "transformers"}, "inference.backend"),

@@ -23,11 +23,12 @@ def model_dir(policy: str) -> Path:
     return path
 
 
-def backend(p: Params, policy: str, model: str | Path | None = None) -> Backend:
-    """The configured inference engine over the policy's model (or over `model`, a model directory)."""
+def backend(p: Params, policy: str, model: str | Path | None = None, **overrides) -> Backend:
+    """The configured inference engine over the policy's model (or over `model`, a model directory);
+    `overrides` replace engine options (None: keep the `inference` section's)."""
     inf = p.section("inference")
     name = inf.get("backend", str, choices=BACKENDS)
-    options = engine_options(p)
+    options = engine_options(p) | {k: v for k, v in overrides.items() if v is not None}
     if model is not None and not (Path(model) / "config.json").is_file():
         raise R3Error(f"{model}: not a model directory (no config.json)")
     return load_backend(name, str(model or model_dir(policy)), **options)

@@ -142,6 +142,47 @@ class EngineSync:
             self.engine.sync_weights(weights)
 
 
+def signal_only_trainer(base: type) -> type:
+    """`base` (TRL's `GRPOTrainer`) changed to learn from reward variance only (`train.signal_only`).
+
+    - A batch in which no sequence has a non-zero advantage (every group's rewards are equal) has a zero
+      gradient, yet AdamW would still move the weights with its momentum and advance its state: its optimizer
+      step is skipped, so the weights and the optimizer state stay bit-identical (the learning-rate schedule
+      and the step counter advance). Decided on the all-reduced advantages, so every rank skips together.
+    - The token-level normaliser (`num_items_in_batch`, loss types dapo/cispo) counts only the completion
+      tokens of sequences with a non-zero advantage: zero-variance groups add nothing to the loss's sum and
+      no longer dilute the informative groups in its denominator.
+    """
+
+    class SignalOnlyGRPOTrainer(base):
+        skipped_steps = 0
+        _has_signal = True
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            informative = out["advantages"] != 0
+            self._has_signal = all_reduce_sum(int(informative.sum())) > 0
+            tokens = (out["completion_mask"] * informative.unsqueeze(1)).sum()
+            out["num_items_in_batch"] = self.accelerator.gather(tokens).sum()
+            self._metrics["train"]["r3/skipped_step"].append(float(not self._has_signal))
+            return out
+
+        def create_optimizer(self, *args, **kwargs):
+            optimizer = super().create_optimizer(*args, **kwargs)
+            step = optimizer.step
+
+            def step_if_signal(*a, **kw):
+                if self._has_signal:
+                    return step(*a, **kw)
+                self.skipped_steps += 1
+                return None
+
+            optimizer.step = step_if_signal
+            return optimizer
+
+    return SignalOnlyGRPOTrainer
+
+
 def micro_batching(batch: int, micro_batch_size: int, num_processes: int) -> int:
     """Gradient accumulation steps for `batch` sequences per optimizer step; errors name the param."""
     per_step = micro_batch_size * num_processes
@@ -158,13 +199,15 @@ def make_trainer(model_dir: str | Path, rollout: Rollout, output_dir: str | Path
                  top_p: float = 1.0, seed: int = 0, loss_type: str = "dapo", scale_rewards: str = "group",
                  weight_decay: float = 0.0, lr_scheduler_type: str = "constant", bf16: bool = False,
                  lora: dict | None = None, save_steps: int | None = None, save_total_limit: int = 2,
-                 logging_steps: int = 1, callbacks: list | None = None):
+                 logging_steps: int = 1, callbacks: list | None = None, signal_only: bool = True):
     """A `GRPOTrainer` whose completions come from `rollout` (one optimizer step per generation batch).
 
     `queries_per_step` distinct queries x `num_generations` completions make one step's batch, in micro-batches
     of `micro_batch_size` sequences per process (default: the whole per-process share). `temperature` and
     `top_p` are recorded in the config for TRL; sampling itself uses the rollout's protocols. With
-    `rollout.engine` set, the trainer syncs its weights into that engine (`EngineSync`).
+    `rollout.engine` set, the trainer syncs its weights into that engine (`EngineSync`). `signal_only`: skip
+    the optimizer step of a batch without reward variance, and normalise the loss by the tokens of sequences
+    with an advantage (`signal_only_trainer`); False: TRL's own behaviour.
     """
     from accelerate import PartialState
     from trl import GRPOConfig, GRPOTrainer
@@ -200,10 +243,11 @@ def make_trainer(model_dir: str | Path, rollout: Rollout, output_dir: str | Path
     # full fine-tune: fp32 master weights (bf16 is autocast); LoRA: the frozen base in bf16, adapters in fp32
     base_dtype = torch.bfloat16 if peft_config is not None and config.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=base_dtype)
-    trainer = GRPOTrainer(model=model, reward_funcs=[outcome_reward], args=config,
-                          train_dataset=Dataset.from_list(rollout.dataset_rows()), processing_class=tokenizer,
-                          peft_config=peft_config, rollout_func=rollout,
-                          callbacks=[PeakMemory(), *(callbacks or [])])
+    trainer_class = signal_only_trainer(GRPOTrainer) if signal_only else GRPOTrainer
+    trainer = trainer_class(model=model, reward_funcs=[outcome_reward], args=config,
+                            train_dataset=Dataset.from_list(rollout.dataset_rows()), processing_class=tokenizer,
+                            peft_config=peft_config, rollout_func=rollout,
+                            callbacks=[PeakMemory(), *(callbacks or [])])
     if rollout.engine is not None and hasattr(rollout.engine, "sync_weights"):
         # TRL's vLLM path with the project's engine (module docstring): weight sync before each rollout,
         # importance-sampling correction with the rollout's logprobs
@@ -262,6 +306,7 @@ def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
         "reflection_tokens_mean": mean("completions/mean_length"),
         "retry_success": mean("r3/retry_success"), "copied_answer": mean("r3/copied_answer"),
         "repeated_attempt": mean("r3/repeated_attempt"),
+        "skipped_steps": getattr(trainer, "skipped_steps", 0),
         "lora": lora, "processes": trainer.accelerator.num_processes, "peak_rss_gib": round(peak_rss_gib(), 3),
         "micro_batch_size": trainer.args.per_device_train_batch_size,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
