@@ -20,7 +20,9 @@ def main(args):
     # task-wide options set directly under data.<task> (countdown's unary_minus) reach every source's loader
     config = {k: v for k, v in data.as_dict().items() if k not in ("source", "splits", *task.sources)} | config
     config.setdefault("n_items", sum(sizes.values()))
-    seed = p.get("seed", int)
+    # the data's own seed: the run's `seed` (priming, sampling, training) varies without changing the items or
+    # the splits, so experiments over seeds are evaluated on the same test items (tools/seeds.py pools them)
+    seed = p.get("data.seed", int)
 
     items = task.sources[source](config, seed)
     splits = task.assign_splits(items, sizes, seed)

@@ -1,0 +1,191 @@
+"""Multi-seed statistics (pooled paired delta, minimum detectable effect), tools/seeds.py and the MDE in the
+results stage's table. Pure Python: no model, no DVC."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, load_script
+
+from r3.metrics import minimum_detectable_effect, pooled_paired_delta
+
+seeds_tool = load_script(ROOT / "tools" / "seeds.py")
+Z = 1.959964 + 0.841621  # z_{0.975} + z_{0.8}
+
+
+def _seeds_cli(cwd, *args):
+    """tools/seeds.py outside any DVC repo: a bug that runs dvc fails there instead of queueing experiments."""
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "seeds.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_pooled_delta_is_the_mean_of_after_minus_before_over_seeds_and_items():
+    before = {0: [0, 0, 1, 1], 1: [1, 0, 0, 1]}
+    after = {0: [1, 0, 1, 1], 1: [1, 1, 1, 1]}  # seed 0 gains 1 of 4 items, seed 1 gains 2 of 4
+    out = pooled_paired_delta(before, after)
+    assert out["delta"] == 0.375 and out["per_seed"] == {0: 0.25, 1: 0.5}
+    assert (out["n_items"], out["n_seeds"]) == (4, 2)
+    lo, hi = out["ci95"]
+    assert 0 <= lo <= 0.375 <= hi <= 1  # every item changes by 0 or +1
+
+
+def test_pooled_ci_resamples_seeds():
+    # within a seed every item moves alike, so only the seeds disagree: resampling items alone gives a zero-width CI
+    out = pooled_paired_delta({0: [0] * 10, 1: [0] * 10}, {0: [1] * 10, 1: [0] * 10})
+    assert out["delta"] == 0.5 and out["ci95"] == [0.0, 1.0]
+
+
+def test_pooled_ci_resamples_items():
+    # the seeds agree item by item, so only the items vary: resampling seeds alone gives a zero-width CI
+    out = pooled_paired_delta({0: [0] * 10, 1: [0] * 10}, {0: [1, 0] * 5, 1: [1, 0] * 5})
+    lo, hi = out["ci95"]
+    assert out["delta"] == 0.5 and lo < 0.4 and hi > 0.6
+
+
+def _random_runs(n_seeds, n_items, rng):
+    before = {s: list(rng.random(n_items) < 0.4) for s in range(n_seeds)}
+    after = {s: list(rng.random(n_items) < 0.5 + 0.1 * rng.standard_normal()) for s in range(n_seeds)}
+    return before, after
+
+
+def _width(out):
+    assert out["ci95"][0] <= out["delta"] <= out["ci95"][1]
+    return out["ci95"][1] - out["ci95"][0]
+
+
+def test_pooled_ci_contains_the_delta_and_narrows_with_more_seeds_and_items():
+    rng = np.random.default_rng(7)
+    few_seeds = _width(pooled_paired_delta(*_random_runs(2, 100, rng)))
+    many_seeds = _width(pooled_paired_delta(*_random_runs(12, 100, rng)))
+    many_items = _width(pooled_paired_delta(*_random_runs(2, 1600, rng)))
+    assert many_seeds < 0.75 * few_seeds and many_items < 0.75 * few_seeds
+
+
+def test_identical_runs_give_a_zero_delta_and_a_zero_width_ci():
+    runs = {0: [1, 0, 1, 1], 3: [0, 0, 1, 0]}
+    out = pooled_paired_delta(runs, {s: list(v) for s, v in runs.items()})
+    assert out["delta"] == 0.0 and out["ci95"] == [0.0, 0.0] and out["per_seed"] == {0: 0.0, 3: 0.0}
+
+
+def test_pooled_delta_refuses_mismatched_seeds_and_lengths_naming_the_seed():
+    with pytest.raises(ValueError, match="seed 1 "):
+        pooled_paired_delta({0: [1], 1: [1]}, {0: [1]})
+    with pytest.raises(ValueError, match="seed 2 "):
+        pooled_paired_delta({0: [1]}, {0: [1], 2: [0]})
+    with pytest.raises(ValueError, match="seed 3: `before` has 3 items"):
+        pooled_paired_delta({0: [1, 0], 3: [1, 0, 1]}, {0: [1, 0], 3: [1, 0, 1]})
+    with pytest.raises(ValueError, match="seed 3: `after` has 1 items"):
+        pooled_paired_delta({0: [1, 0], 3: [1, 0]}, {0: [1, 0], 3: [1]})
+
+
+def test_mde_is_the_normal_formula():
+    # diffs 1, 0, 0, -1: mean 0, sd (ddof=1) = sqrt(2/3), n = 4
+    assert minimum_detectable_effect([1, 0, 0, -1]) == round(Z * math.sqrt(2 / 3) / 2, 4) == 1.1437
+    assert minimum_detectable_effect([1, 0, 0, -1], alpha=0.5, power=0.5) == round(0.674490 * math.sqrt(2 / 3) / 2, 4)
+
+
+def test_mde_shrinks_as_one_over_sqrt_n():
+    small, large = minimum_detectable_effect([1, 0, 0, -1] * 25), minimum_detectable_effect([1, 0, 0, -1] * 100)
+    assert small / large == pytest.approx(2, rel=0.01)
+
+
+def test_mde_of_constant_diffs_falls_back_to_the_worst_case_sd():
+    assert minimum_detectable_effect([0] * 64) == round(Z * math.sqrt(0.5) / 8, 4) == 0.2476
+    with pytest.raises(ValueError):
+        minimum_detectable_effect([])
+
+
+def test_queue_rejects_a_seed_that_is_not_an_integer_in_one_line(tmp_path):
+    proc = _seeds_cli(tmp_path, "queue", "--seeds", "0", "one", "--dry-run")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["error: --seeds: 'one' is not an integer"]
+    assert proc.stdout == ""  # nothing was run before the check
+
+
+def test_queue_dry_run_prints_one_dvc_command_per_seed(tmp_path):
+    proc = _seeds_cli(tmp_path, "queue", "--dry-run", "--seeds", "0", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["dvc exp run --queue -S seed=0", "dvc exp run --queue -S seed=1"]
+    assert seeds_tool.queue_commands([5], ["train.method=grpo"]) == [
+        ["dvc", "exp", "run", "--queue", "-S", "seed=5", "-S", "train.method=grpo"]]
+
+
+def _frame(ids, first, second):
+    return pd.DataFrame({"id": ids, "first_correct": [bool(x) for x in first],
+                         "second_correct": [bool(x) for x in second]})
+
+
+def test_pool_pairs_items_by_id_and_builds_the_table_numbers():
+    # seed 0: the trained frame lists the items in another order; 2nd try vanilla a,b,c,d = 0,0,1,1 -> 1,0,1,1
+    s0 = seeds_tool.align(_frame(["a", "b", "c", "d"], [0] * 4, [0, 0, 1, 1]),
+                          _frame(["d", "c", "b", "a"], [0] * 4, [1, 1, 0, 1]))
+    # seed 1: 1,0,0,1 -> 1,1,1,1
+    s1 = seeds_tool.align(_frame(["a", "b", "c", "d"], [0] * 4, [1, 0, 0, 1]),
+                          _frame(["a", "b", "c", "d"], [0] * 4, [1, 1, 1, 1]))
+    assert list(s0["trained_second"]) == [1.0, 0.0, 1.0, 1.0]
+    summary = seeds_tool.summarise({1: ("exp-b", s1), 0: ("exp-a", s0)})
+    assert summary["seeds"] == [0, 1] and summary["n_items"] == 4
+    rows = {r["seed"]: r for r in summary["per_seed"]}
+    assert (rows[0]["experiment"], rows[0]["vanilla_second"], rows[0]["trained_second"], rows[0]["delta"]) == (
+        "exp-a", 0.5, 0.75, 0.25)
+    assert (rows[1]["vanilla_second"], rows[1]["trained_second"], rows[1]["delta"]) == (0.5, 1.0, 0.5)
+    assert rows[1]["mde"] == round(Z * math.sqrt(1 / 3) / 2, 4)  # diffs 0, 1, 1, 0
+    pooled = summary["pooled"]
+    assert (pooled["vanilla_second"], pooled["trained_second"], pooled["delta"]) == (0.5, 0.875, 0.375)
+    # per-item diffs averaged over the seeds: a 0.5, b 0.5, c 0.5, d 0 -> sd 0.25
+    assert pooled["mde"] == round(Z * 0.25 / 2, 4)
+    table = seeds_tool.markdown(summary).splitlines()
+    assert len(table) == 2 + 3 and table[-1].startswith("| pooled (0, 1) | 2 seeds | 4 | 50.0 | 87.5 | +37.5 [")
+
+
+def test_pool_refuses_unpaired_items():
+    with pytest.raises(seeds_tool.PoolError, match="different items"):
+        seeds_tool.align(_frame(["a", "b"], [0, 0], [0, 0]), _frame(["a", "c"], [0, 0], [0, 0]))
+    s0 = seeds_tool.align(_frame(["a"], [0], [0]), _frame(["a"], [0], [1]))
+    s1 = seeds_tool.align(_frame(["b"], [0], [0]), _frame(["b"], [0], [1]))
+    with pytest.raises(seeds_tool.PoolError, match="different test items"):
+        seeds_tool.summarise({0: ("x", s0), 1: ("y", s1)})
+
+
+def test_pool_lists_the_finished_experiments_of_head():
+    def exp(name, seed, state=None):
+        return {"name": name, "executor": state and {"state": state},
+                "revs": [{"rev": "f" * 40, "name": name, "data": {"params": {"params.yaml": {"data": {
+                    "seed": seed, "train": {"method": "r3"}}}}}}]}
+
+    shown = [{"rev": "workspace", "data": {}},
+             {"rev": "a" * 40, "experiments": [exp("done", 0), exp("also-done", 1, "success"),
+                                               exp("running", 2, "running")]}]
+    assert seeds_tool.head_experiments(shown) == {"done": {"seed": 0, "train.method": "r3"},
+                                                  "also-done": {"seed": 1, "train.method": "r3"}}
+
+
+def test_results_stage_writes_the_minimum_detectable_effects(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    tasks, policy = params["tasks"], params["policy"]
+
+    def write(path, first, second):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df = _frame([str(i) for i in range(len(first))], first, second)
+        df["first_category"] = ["correct" if f else "missed_target" for f in first]
+        df["retry"] = df["retry_correct"] = df["retry_category"] = df["reflection_tokens"] = None
+        df.to_parquet(path)
+
+    write(tmp_path / f"b/{policy}/countdown.parquet", [1, 0, 0, 0], [1, 0, 0, 0])
+    for trained_on in tasks:
+        write(tmp_path / f"e/{trained_on}/countdown.parquet", [1, 1, 0, 0], [1, 1, 1, 0])
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "results.py"), "--task", "countdown", "--baseline",
+                           "b", "--eval", "e", "--metrics-dir", "m"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads((tmp_path / "m/table_countdown.json").read_text())
+    assert table["delta_second"] == 0.5 and table["n"] == 4  # the existing keys stay
+    assert table["mde_first"] == round(Z * 0.5 / 2, 4)  # diffs 0, 1, 0, 0: sd 0.5
+    assert table["mde_second"] == round(Z * math.sqrt(1 / 3) / 2, 4)  # diffs 0, 1, 1, 0

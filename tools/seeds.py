@@ -1,0 +1,251 @@
+"""Several training seeds of one setting: queue them, then pool their paired deltas (trained - vanilla, 2nd try).
+
+    python tools/seeds.py queue --seeds 0 1 2 [-S key=value ...] [--dry-run]
+        runs `dvc exp run --queue -S seed=<s> [-S key=value ...]` once per seed (--dry-run: only prints them);
+        then `dvc queue start` runs the queue.
+    python tools/seeds.py pool [--task countdown] [--exps NAME ...]
+        reads, for each experiment (default: every finished experiment of HEAD in `dvc exp show --json`), the
+        per-item records of the vanilla policy (data/baseline/<policy>/<task>.parquet) and of the model trained
+        on the task (data/eval/<task>/<task>.parquet) with dvc.api, pairs them by item id, and prints one
+        markdown table per train.method: each seed's 2nd-try accuracies and delta, and the pooled delta over
+        seeds with a 95% CI (two-level bootstrap: items and seeds, r3.metrics.pooled_paired_delta) and its
+        minimum detectable effect (80% power, alpha 0.05).
+
+Pooling pairs items across seeds, so every seed of a method must be evaluated on the same test items; the
+tool stops with an error otherwise. The experiments of one method must differ in nothing but `seed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shlex
+import subprocess
+import sys
+from typing import Any
+
+import pandas as pd
+
+from r3.metrics import minimum_detectable_effect, paired_delta, pooled_paired_delta
+
+COLUMNS = ("id", "first_correct", "second_correct")
+
+
+class PoolError(Exception):
+    """A problem with the experiments to pool; main prints it as one `error:` line."""
+
+
+def parse_seeds(values: list[str]) -> list[int]:
+    """The seeds as integers; ValueError with the message main prints after `error: --seeds: `."""
+    seeds = []
+    for value in values:
+        try:
+            seed = int(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an integer") from None
+        if seed < 0:
+            raise ValueError(f"{value!r} is negative")
+        if seed in seeds:
+            raise ValueError(f"{value!r} is given twice")
+        seeds.append(seed)
+    return seeds
+
+
+def queue_commands(seeds: list[int], sets: list[str]) -> list[list[str]]:
+    """One `dvc exp run --queue` per seed, with the extra `-S key=value` overrides."""
+    extra = [arg for kv in sets for arg in ("-S", kv)]
+    return [["dvc", "exp", "run", "--queue", "-S", f"seed={s}", *extra] for s in seeds]
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def head_experiments(shown: list[dict]) -> dict[str, dict]:
+    """{name: flattened params} of the finished experiments of the baseline commit(s) in `dvc exp show --json`."""
+    out = {}
+    for commit in shown:
+        if commit.get("rev") == "workspace":
+            continue
+        for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state", "success") != "success" or not exp.get("revs"):
+                continue  # queued, running or failed
+            tip = exp["revs"][0]
+            data = tip.get("data") or {}
+            if tip.get("error") or not data:
+                continue
+            name = exp.get("name") or tip.get("name") or tip.get("rev")
+            out[name] = _flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
+    return out
+
+
+def align(vanilla: pd.DataFrame, trained: pd.DataFrame) -> pd.DataFrame:
+    """The two runs' records paired by item id, sorted by id: id, vanilla_first/second, trained_first/second."""
+    for who, df in (("vanilla", vanilla), ("trained", trained)):
+        missing = [c for c in COLUMNS if c not in df.columns]
+        if missing:
+            raise PoolError(f"{who} records lack column(s) {missing}")
+        if df["id"].duplicated().any():
+            raise PoolError(f"{who} records repeat item id {df['id'][df['id'].duplicated()].iloc[0]!r}")
+    if set(vanilla["id"]) != set(trained["id"]):
+        raise PoolError(f"vanilla and trained records cover different items "
+                        f"({len(set(vanilla['id']) ^ set(trained['id']))} ids in only one of them)")
+    frames = [df[list(COLUMNS)].rename(columns={"first_correct": f"{who}_first", "second_correct": f"{who}_second"})
+              for who, df in (("vanilla", vanilla), ("trained", trained))]
+    paired = frames[0].merge(frames[1], on="id").sort_values("id", ignore_index=True)
+    for col in paired.columns[1:]:
+        paired[col] = paired[col].astype(float)
+    return paired
+
+
+def summarise(runs: dict[int, tuple[str, pd.DataFrame]], seed: int = 0) -> dict:
+    """Per-seed and pooled 2nd-try numbers of one method; `runs` maps a seed to (experiment, aligned frame)."""
+    if not runs:
+        raise PoolError("no experiments to pool")
+    seeds = sorted(runs)
+    ids = list(runs[seeds[0]][1]["id"])
+    for s in seeds[1:]:
+        if list(runs[s][1]["id"]) != ids:
+            raise PoolError(f"seeds {seeds[0]} and {s} were evaluated on different test items; pooling pairs "
+                            f"items across seeds (does `seed` also draw the data and its splits?)")
+    before = {s: list(runs[s][1]["vanilla_second"]) for s in seeds}
+    after = {s: list(runs[s][1]["trained_second"]) for s in seeds}
+    per_seed = []
+    for s in seeds:
+        delta, ci = paired_delta(before[s], after[s], seed=seed)
+        diffs = [a - b for a, b in zip(after[s], before[s], strict=True)]
+        per_seed.append({"seed": s, "experiment": runs[s][0], "vanilla_second": _mean(before[s]),
+                         "trained_second": _mean(after[s]), "delta": delta, "ci95": ci,
+                         "mde": minimum_detectable_effect(diffs)})
+    pooled = pooled_paired_delta(before, after, seed=seed)
+    item_diffs = [sum(after[s][i] - before[s][i] for s in seeds) / len(seeds) for i in range(len(ids))]
+    return {"n_items": len(ids), "seeds": seeds, "per_seed": per_seed,
+            "pooled": {"vanilla_second": round(sum(r["vanilla_second"] for r in per_seed) / len(seeds), 4),
+                       "trained_second": round(sum(r["trained_second"] for r in per_seed) / len(seeds), 4),
+                       "delta": pooled["delta"], "ci95": pooled["ci95"], "mde": minimum_detectable_effect(item_diffs)}}
+
+
+def _mean(values: list[float]) -> float:
+    return round(sum(values) / len(values), 4)
+
+
+def _pct(value: float, sign: bool = False) -> str:
+    return f"{100 * value:+.1f}" if sign else f"{100 * value:.1f}"
+
+
+def markdown(summary: dict) -> str:
+    """One markdown table: a row per seed, then the pooled row (accuracies and deltas in points)."""
+    rows = [["seed", "experiment", "n items", "vanilla 2nd", "trained 2nd", "Δ 2nd [95% CI]", "MDE"]]
+    for r in summary["per_seed"]:
+        rows.append([str(r["seed"]), r["experiment"], str(summary["n_items"]), _pct(r["vanilla_second"]),
+                     _pct(r["trained_second"]), _delta(r), _pct(r["mde"])])
+    p = summary["pooled"]
+    rows.append([f"pooled ({', '.join(map(str, summary['seeds']))})", f"{len(summary['seeds'])} seeds",
+                 str(summary["n_items"]), _pct(p["vanilla_second"]), _pct(p["trained_second"]), _delta(p),
+                 _pct(p["mde"])])
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("---" for _ in rows[0]) + "|")
+    return "\n".join(lines)
+
+
+def _delta(row: dict) -> str:
+    lo, hi = row["ci95"]
+    return f"{_pct(row['delta'], True)} [{_pct(lo, True)}, {_pct(hi, True)}]"
+
+
+def _read_records(path: str, rev: str) -> pd.DataFrame:
+    import dvc.api
+
+    try:
+        with dvc.api.open(path, rev=rev, mode="rb") as f:
+            return pd.read_parquet(io.BytesIO(f.read()))
+    except Exception as exc:  # dvc raises many kinds: missing file, missing cache, unknown rev
+        raise PoolError(f"{rev}: cannot read {path} ({type(exc).__name__}: {exc})") from None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("queue", help="queue one experiment per seed")
+    q.add_argument("--seeds", nargs="+", required=True, metavar="SEED", help="integer training seeds")
+    q.add_argument("-S", "--set-param", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra param override for every seed (repeatable)")
+    q.add_argument("--dry-run", action="store_true", help="only print the commands")
+    p = sub.add_parser("pool", help="pool the paired deltas of the seeds of each method")
+    p.add_argument("--task", default="countdown", help="the task the models were trained and evaluated on")
+    p.add_argument("--exps", nargs="+", metavar="NAME", help="these experiments (default: every one of HEAD)")
+    args = parser.parse_args()
+
+    if args.command == "queue":
+        try:
+            seeds = parse_seeds(args.seeds)
+        except ValueError as exc:
+            sys.exit(f"error: --seeds: {exc}")
+        for kv in args.sets:
+            if "=" not in kv or kv.split("=", 1)[0].strip() == "seed":
+                sys.exit(f"error: -S {kv}: expected key=value other than seed (the seeds come from --seeds)")
+        for cmd in queue_commands(seeds, args.sets):
+            print(shlex.join(cmd), flush=True)
+            if not args.dry_run:
+                proc = subprocess.run([sys.executable, "-m", *cmd])
+                if proc.returncode:
+                    sys.exit(f"error: queue: `{shlex.join(cmd)}` failed (exit {proc.returncode})")
+        if not args.dry_run:
+            print("queued; run them with: dvc queue start", file=sys.stderr)
+        return
+
+    try:
+        if args.exps:
+            import dvc.api
+
+            exps = {name: _flatten(dvc.api.params_show("params.yaml", rev=name)) for name in args.exps}
+        else:
+            proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--hide-queued",
+                                   "--hide-failed"], capture_output=True, text=True)
+            if proc.returncode:
+                raise PoolError(f"`dvc exp show` failed: {proc.stderr.strip().splitlines()[-1:]}")
+            exps = head_experiments(json.loads(proc.stdout))
+        if not exps:
+            raise PoolError("no finished experiment of HEAD (dvc exp show); queue some with `seeds.py queue`")
+        by_method: dict[str, dict[int, str]] = {}
+        for name, params in exps.items():
+            method, seed = params.get("train.method"), params.get("seed")
+            if not isinstance(seed, int) or not isinstance(method, str):
+                raise PoolError(f"{name}: params.yaml lacks an integer `seed` or a `train.method`")
+            if seed in by_method.setdefault(method, {}):
+                raise PoolError(f"{by_method[method][seed]} and {name} are both {method} with seed {seed}; "
+                                f"choose one with --exps")
+            by_method[method][seed] = name
+        for method, names in sorted(by_method.items()):
+            keys = {k for name in names.values() for k in exps[name]} - {"seed"}
+            differ = sorted(k for k in keys if len({json.dumps(exps[name].get(k)) for name in names.values()}) > 1)
+            if differ:
+                raise PoolError(f"the {method} experiments differ in {differ} besides seed; choose them with --exps")
+            policy = exps[names[min(names)]].get("policy")
+            runs = {}
+            for seed, name in names.items():
+                vanilla = _read_records(f"data/baseline/{policy}/{args.task}.parquet", name)
+                trained = _read_records(f"data/eval/{args.task}/{args.task}.parquet", name)
+                try:
+                    runs[seed] = (name, align(vanilla, trained))
+                except PoolError as exc:
+                    raise PoolError(f"{name}: {exc}") from None
+            try:
+                summary = summarise(runs)
+            except PoolError as exc:
+                raise PoolError(f"{method}: {exc}") from None
+            print(f"\n### {method} on {args.task}: {len(runs)} seeds, {summary['n_items']} items "
+                  f"(accuracy %, Δ = trained − vanilla {policy}, paired; MDE: 80% power, α 0.05)\n")
+            print(markdown(summary))
+    except PoolError as exc:
+        sys.exit(f"error: pool: {exc}")
+
+
+if __name__ == "__main__":
+    main()
