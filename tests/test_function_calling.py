@@ -468,7 +468,7 @@ def test_rendered_answers_use_only_schema_parameters(bfcl_items):
 def test_download_writes_loader_metrics(tmp_path):
     splits = {"train": 8, "validation": 2, "test": 2}
     data = {"source": "bfcl", "bfcl": {"categories": ["parallel_multiple"]}, "splits": splits}
-    params = {"seed": 0, "data": {"function_calling": data}}
+    params = {"data": {"seed": 0, "function_calling": data}}
     (tmp_path / "params.yaml").write_text(json.dumps(params))
     metrics = tmp_path / "metrics" / "download.json"
     proc = run_stage(tmp_path, "download.py", "--task", "function_calling", "--out", "fc.parquet",

@@ -31,6 +31,15 @@ def _download(workdir, task):
     return out
 
 
+def test_the_run_seed_leaves_the_items_alone_and_the_data_seed_does_not(workdir):
+    frames = {}
+    for name, change in (("base", {}), ("run_seed", {"seed": 1}), ("data_seed", {"data.seed": 1})):
+        _edit_params(workdir, **{"seed": 0, "data.seed": 0, **change})
+        frames[name] = pd.read_parquet(_download(workdir, "countdown"))
+    assert frames["base"].equals(frames["run_seed"])  # seeds compare on the same test items (tools/seeds.py)
+    assert not frames["base"].equals(frames["data_seed"])
+
+
 @pytest.mark.parametrize("task", ["countdown", "function_calling"])
 def test_download_writes_the_split_dataset(workdir, task):
     df = pd.read_parquet(_download(workdir, task))

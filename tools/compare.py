@@ -17,16 +17,9 @@ import subprocess
 import sys
 from typing import Any
 
+from r3.params import flatten
+
 FIXED = ("train.method", "policy", "seed")  # always shown: what a comparison of methods turns on
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
-    return out
 
 
 def experiments(shown: list[dict]) -> list[dict]:
@@ -37,7 +30,7 @@ def experiments(shown: list[dict]) -> list[dict]:
         data = entry.get("data") or {}
         if entry.get("error") or not data:
             return
-        params = _flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
+        params = flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
         metrics = {path: m.get("data", {}) for path, m in (data.get("metrics") or {}).items()}
         rows.append({"name": entry.get("name") or fallback, "rev": entry.get("rev"), "params": params,
                      "metrics": metrics})

@@ -23,11 +23,11 @@ import json
 import shlex
 import subprocess
 import sys
-from typing import Any
 
 import pandas as pd
 
 from r3.metrics import minimum_detectable_effect, paired_delta, pooled_paired_delta
+from r3.params import flatten
 
 COLUMNS = ("id", "first_correct", "second_correct")
 
@@ -58,15 +58,6 @@ def queue_commands(seeds: list[int], sets: list[str]) -> list[list[str]]:
     return [["dvc", "exp", "run", "--queue", "-S", f"seed={s}", *extra] for s in seeds]
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
-    return out
-
-
 def head_experiments(shown: list[dict]) -> dict[str, dict]:
     """{name: flattened params} of the finished experiments of the baseline commit(s) in `dvc exp show --json`."""
     out = {}
@@ -81,7 +72,7 @@ def head_experiments(shown: list[dict]) -> dict[str, dict]:
             if tip.get("error") or not data:
                 continue
             name = exp.get("name") or tip.get("name") or tip.get("rev")
-            out[name] = _flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
+            out[name] = flatten((data.get("params") or {}).get("params.yaml", {}).get("data", {}))
     return out
 
 
@@ -204,7 +195,7 @@ def main() -> None:
         if args.exps:
             import dvc.api
 
-            exps = {name: _flatten(dvc.api.params_show("params.yaml", rev=name)) for name in args.exps}
+            exps = {name: flatten(dvc.api.params_show("params.yaml", rev=name)) for name in args.exps}
         else:
             proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--hide-queued",
                                    "--hide-failed"], capture_output=True, text=True)

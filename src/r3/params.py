@@ -91,3 +91,13 @@ class Params:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._data)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {"a.b.c": leaf} (the dotted keys of `dvc exp run -S`)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out
