@@ -417,3 +417,16 @@ def test_prime_stage_trains_the_raw_model_into_a_primed_policy(workdir):
     primed = load_file(workdir / "models" / "primed" / "model.safetensors")
     assert any(not torch.equal(raw[k], primed[k]) for k in raw)
     assert list((workdir / "ckpt").iterdir()), "checkpoints are kept for resuming"
+
+
+def test_the_rollout_engine_cache_overrides_the_inference_one_only_when_set(tmp_path, monkeypatch):
+    """train.kv_cache_gib reaches the training engine; null leaves inference.kv_cache_gib."""
+    p = Params(tiny_params("scripted"))
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    seen = []
+    monkeypatch.setattr(configs, "load_backend", lambda name, path, **options: seen.append(options["kv_cache_gib"]))
+    configs.backend(p, "primed", model, kv_cache_gib=3)
+    configs.backend(p, "primed", model, kv_cache_gib=None)
+    assert seen == [3, p.get("inference.kv_cache_gib", int)]
