@@ -222,3 +222,52 @@ def test_reflection_phrasing_varies_and_is_deterministic(items, dialogues):
     assert len(shapes) >= 6
     assert ct.generate_reflection_dialogues(items, 20, seed=2) == dialogues[:20]  # a smaller n is a prefix
     assert ct.generate_reflection_dialogues(items, 20, seed=3) != dialogues[:20]
+
+
+def _tried(text: str, n_numbers: int) -> list[Fraction]:
+    """The value of every complete combination narrated on one line of text."""
+    return [c[-1][3] for line in text.split("\n") if len(c := statements(line)) == n_numbers - 1]
+
+
+def test_retry_searches_afresh_and_never_repeats_a_tried_value(dialogues):
+    for d in dialogues:
+        first_values = set(_tried(d.first_attempt, len(d.numbers)))
+        first_answer = countdown.extract_answer(d.first_attempt)
+        retry_answer = countdown.extract_answer(d.retry)
+        if d.category != "invalid_equation":  # a format error's retry may well give the same equation
+            assert retry_answer != first_answer and f"<answer>{first_answer}</answer>" not in d.retry
+        # every complete combination the retry abandons has a value the first attempt never reached
+        abandoned = [v for v in _tried(d.retry, len(d.numbers)) if v != d.target]
+        assert not first_values & set(abandoned), (d.first_attempt, d.retry)
+
+
+def test_retry_is_a_search_with_a_deciding_check(dialogues):
+    searched = 0
+    for d in dialogues:
+        think = d.retry.split("</think>")[0]
+        assert re.search(r"(Let me check|Verify|Double-checking): .*" + str(d.target), think), d.retry
+        searched += bool(re.search(r"backtrack|abandon|Dead end|Scratch that|doesn't work|different", think))
+    assert searched > 0.8 * len(dialogues)
+
+
+def test_reflection_quotes_the_failed_answer_not_the_new_one(dialogues):
+    for d in dialogues:
+        if d.category != "invalid_equation":
+            assert countdown.extract_answer(d.first_attempt) in d.reflection, (d.first_attempt, d.reflection)
+    claimed = [d for d in dialogues if d.category == "missed_target"
+               and re.search(r"matches the target|It equals \d+ and uses", d.first_attempt)]
+    assert claimed and all(re.search(r"claimed|said", d.reflection) for d in claimed)
+
+
+def test_a_final_check_can_fail_and_its_outcome_is_the_computed_value(traces):
+    outcomes: dict[str, set[bool]] = {}
+    for t in traces["all_strategies"] + traces["backtracking_verification"]:
+        for kind, text in t.steps:
+            opening = re.match(r"(Let me check|Verify|Double-checking):", text)
+            if kind != "verification" or not opening:
+                continue
+            reached = statements(text)[-1][3] == t.target
+            claims = bool(re.search(r"\b(Yes|matches|and uses every)\b", text))
+            assert claims == reached, text
+            outcomes.setdefault(opening.group(1), set()).add(reached)
+    assert outcomes == {o: {True, False} for o in ("Let me check", "Verify", "Double-checking")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -46,6 +47,29 @@ def weather_row(**changes) -> dict:
 
 def inner_json(turn: str) -> str:
     return turn.split(OPEN, 1)[1].split(CLOSE, 1)[0]
+
+
+def mentions(text: str, name: str) -> bool:
+    """Whether a tool name occurs in text as a whole name, not inside a longer one (`foo` in `foo_v2` or
+    `math.foo`); a dot that ends a sentence still closes the name."""
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w|\.\w)", text) is not None
+
+
+def tool_swap(d: fd.ReflectionDialogue) -> tuple[list[str], list[str]]:
+    """(wrong, right) tool names of a wrong_tool first attempt: those it calls beyond / short of the reference."""
+    attempt = Counter(c["name"] for c in extract_calls(d.first_attempt))
+    reference = Counter(c["name"] for c in extract_calls(render_answer(d.ground_truth)))
+    return list(attempt - reference), list(reference - attempt)
+
+
+def argument_change(d: fd.ReflectionDialogue) -> tuple[dict, str, dict, dict]:
+    """(reference call, argument, its attempted arguments, its reference arguments) of a wrong_arguments attempt."""
+    reference = extract_calls(render_answer(d.ground_truth))
+    changed = [(r, k, c["arguments"], r["arguments"])
+               for c, r in zip(extract_calls(d.first_attempt), reference, strict=True)
+               for k in {*c["arguments"], *r["arguments"]} if c["arguments"].get(k) != r["arguments"].get(k)]
+    assert len(changed) == 1, d.first_attempt  # one argument wrong
+    return changed[0]
 
 
 # ---------------------------------------------------------------- demonstrations
@@ -129,22 +153,56 @@ def test_first_attempts_get_their_category_and_retries_verify(dialogues, prefill
 @pytest.mark.parametrize("prefill", PREFILLS)
 def test_reflections_name_the_concrete_error(dialogues, prefill):
     for d in dialogues[prefill]:
-        reference = extract_calls(render_answer(d.ground_truth))
-        if d.category == "wrong_tool":
-            wrong = Counter(c["name"] for c in extract_calls(d.first_attempt)) - Counter(c["name"] for c in reference)
-            right = Counter(c["name"] for c in reference) - Counter(c["name"] for c in extract_calls(d.first_attempt))
-            assert all(f"`{n}`" in d.reflection for n in [*wrong, *right]), (d.first_attempt, d.reflection)
-        elif d.category == "wrong_arguments":
-            changed = {k for c, r in zip(extract_calls(d.first_attempt), reference, strict=True)
-                       for k in {*c["arguments"], *r["arguments"]} if c["arguments"].get(k) != r["arguments"].get(k)}
-            assert len(changed) == 1, d.first_attempt  # one argument wrong
-            arg = changed.pop()
+        if d.category == "wrong_tool":  # the evidence: the wrong tool called, and its own description if offered
+            wrong, _ = tool_swap(d)
+            assert wrong and all(f"`{n}`" in d.reflection for n in wrong), (d.first_attempt, d.reflection)
+            tools = {t["name"]: t for t in d.inputs["tools"]}
+            assert all(fd._purpose(tools[n]) in d.reflection for n in wrong if n in tools), d.reflection
+        elif d.category == "wrong_arguments":  # the evidence: the argument, and the wrong value if one was passed
+            call, arg, got, want = argument_change(d)
             assert f"`{arg}`" in d.reflection or f"{arg}=" in d.reflection, d.reflection
+            assert not (arg in got and arg in want) or fd._val(got[arg]) in d.reflection, d.reflection  # changed
+            assert f"`{call['name']}`" in d.reflection, d.reflection
         else:
             assert any(w in d.reflection for w in ("tag", "JSON", "]", "keys")), d.reflection
         assert inner_json(d.retry) not in d.reflection and OPEN + "[" not in d.reflection
         assert not verify(d.reflection, d.ground_truth).correct  # the retry could not copy the answer
         assert 1 <= d.reflection.count(". ") + 1 <= 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("prefill", PREFILLS)
+def test_reflections_never_give_away_the_fix(train, seed, prefill):
+    """A reflection names the error class and the failed attempt's evidence, never the fix: no right tool name for
+    wrong_tool, no right value for a changed or omitted argument (values rendered in under 3 characters, such as 1
+    or "a", are skipped: they occur in ordinary words and numbers)."""
+    ds = fd.generate_reflection_dialogues(train, 60, seed=seed, prefill=prefill)
+    checked = Counter()
+    for d in ds:
+        if d.category == "wrong_tool":
+            wrong, right = tool_swap(d)
+            for name in right:
+                assert not mentions(d.reflection, name), (name, d.reflection)
+                checked["tool"] += 1
+                checked["tool inside the wrong name"] += any(name in w for w in wrong)
+        elif d.category == "wrong_arguments":
+            _, arg, got, want = argument_change(d)
+            if arg not in want:  # an extra argument: there is no right value
+                continue
+            right = fd._val(want[arg])
+            rest = d.reflection.replace(fd._val(got[arg]), "") if arg in got else d.reflection  # 100 in 1000
+            if len(right) >= 3:
+                assert right not in rest, (right, d.reflection)
+                checked["value" if arg in got else "omitted"] += 1
+    inside = checked["tool inside the wrong name"]  # invented names such as `foo_v2` for `foo`
+    assert checked["tool"] >= 15 and 1 <= inside < checked["tool"], checked  # both kinds of wrong tool
+    assert checked["value"] + checked["omitted"] >= 5, checked
+
+
+def test_mentions_matches_whole_tool_names_only():
+    assert mentions("I called `foo`.", "foo") and mentions("it is math.foo.", "math.foo")
+    assert not mentions("I called `foo_v2`.", "foo") and not mentions("`math.foo` here", "foo")
+    assert not mentions("`foo` here", "math.foo") and not mentions("`foo.bar` here", "foo")
 
 
 def test_reflections_vary(dialogues):
@@ -156,10 +214,13 @@ def test_reflections_vary(dialogues):
 def test_wrong_tool_uses_an_offered_tool_or_an_invented_name():
     one_tool = fd.generate_reflection_dialogues([weather_row()], 2, seed=0)[1]
     name = extract_calls(one_tool.first_attempt)[0]["name"]
-    assert name != "get_weather" and name.startswith("get_weather_") and "`get_weather`" in one_tool.reflection
+    assert name != "get_weather" and name.startswith("get_weather_") and f"`{name}`" in one_tool.reflection
+    assert not mentions(one_tool.reflection, "get_weather"), one_tool.reflection  # not the right name
     tools = [*WEATHER["inputs"]["tools"], {"name": "get_time", "description": "Current time.", "parameters": {}}]
     two_tools = fd.generate_reflection_dialogues([weather_row(inputs={**WEATHER["inputs"], "tools": tools})], 2, 0)
     assert extract_calls(two_tools[1].first_attempt)[0]["name"] == "get_time"
+    reflection = two_tools[1].reflection  # the wrong tool and its own purpose, not the right tool
+    assert "`get_time`" in reflection and "(current time)" in reflection and not mentions(reflection, "get_weather")
 
 
 def test_an_item_that_cannot_make_a_category_is_skipped(train):

@@ -18,8 +18,20 @@ Variants (the priming conditions of "Cognitive Behaviors that Enable Self-Improv
   empty_cot                  no reasoning, only <answer>...</answer>.
   incorrect_with_behaviours  like all_strategies, but settles on a near miss (missed_target) and never
                              claims that it checks out.
-Reflection dialogues: a first attempt with a real mistake of one error category, a short reflection that
-names it with concrete numbers (never the corrected equation, which a retry could copy), a correct retry.
+In the variants that check, some failed attempts read like a solution and get the final check's opening
+("Let me check: ...") followed by the mismatch, so a check decides something: its outcome is the computed
+value, not the position in the trace.
+
+Reflection dialogues (the skill R3 rewards: a retry that differs from the failed attempt):
+  first attempt  in the primed policy's own format: a search, maybe a checked dead end, then a wrong answer of
+                 one error category; half of them falsely claim that the answer checks out, as a policy does
+                 whose checks always passed (context only, never trained).
+  reflection     quotes the failed answer and what is wrong with it (its value vs the target, the number used
+                 twice or left out, the format), never the new answer, which a retry could copy.
+  retry          a fresh all_strategies search that tries none of the first attempt's wrong values again and
+                 ends correct; it never restates the failed answer.
+The first attempts are synthetic imitations of the primed policy's failures, not samples from a model: using
+a model's own failures would make priming depend on an earlier primed model.
 """
 
 from __future__ import annotations
@@ -44,6 +56,8 @@ ALLOWED = {  # behaviours each variant may contain
 }
 _MAX_FAILED = 2  # failed attempts per trace: keeps traces within the attempt budget (protocol.countdown)
 _PLAN_PROB = 0.8  # chance of each of backward chaining / subgoal setting where the variant allows them
+_CANDIDATE_PROB = 0.5  # chance that a checked failed attempt reads like a solution whose final check fails
+_FALSE_CLAIM_PROB = 0.5  # chance that a dialogue's failed first attempt claims that its wrong answer checks out
 
 _T = {  # phrasing templates per step kind; the rng picks one each time
     "intro": ["I need to reach {t} using {nums}, each exactly once.", "The numbers are {nums}; the target is {t}.",
@@ -64,6 +78,15 @@ _T = {  # phrasing templates per step kind; the rng picks one each time
     "final_check": ["Let me check: {path}. Yes, that is {t}, and {nums} are each used once.",
                     "Verify: {path}. It equals {t} and uses every number exactly once.",
                     "Double-checking: {path}; the result matches the target {t}."],
+    # the same openings as final_check, on a candidate that fails: the check decides, it is not a formality
+    "final_check_fail": ["Let me check: {path}. No, that is {v}, not {t}.",
+                         "Verify: {path}. It equals {v}, but the target is {t}.",
+                         "Double-checking: {path}; the result {v} does not reach the target {t}."],
+    # a first attempt's false claim (the failure a policy primed on always-passing checks shows); context only
+    "false_claim": ["Double-checking: {path}; the result matches the target {t}.",
+                    "Verify: {path}. It equals {t} and uses every number exactly once."],
+    "retry_intro": ["Let me search again from the start.", "I'll start a fresh search.",
+                    "Starting over with a different combination."],
     "conclude": ["So the answer is {eq}.", "The equation is {eq}.", "Final equation: {eq}."],
     "conclude_wrong": ["I'll go with {eq}.", "So my answer is {eq}.", "I'll settle on {eq}."],
     # reflections, one list per kind of mistake
@@ -77,15 +100,21 @@ _T = {  # phrasing templates per step kind; the rng picks one each time
                    "bare equation belongs inside the tags.",
                    "The answer tags contained '{words}' before the equation. I should write nothing but numbers, "
                    "operators and parentheses between the tags."],
-    "wrong_numbers": ["I {what}. Each given number must appear exactly once, so I should tick off {nums} against my "
-                      "equation before answering.",
-                      "My equation had the wrong numbers{hit}: I {what}. Next time I'll compare its numbers with the "
-                      "given ones one by one.", "The mistake: I {what}. I need to use exactly {nums}, each once."],
-    "missed_target": ["My equation equals {v}, not {t}; I should verify the value before answering.",
-                      "I got {v} instead of {t}, {d} {how}. Next time I'll compute each step and compare the result "
-                      "with {t} before writing the answer.",
-                      "The arithmetic was right but the result, {v}, misses the target {t}. I should check the final "
-                      "value against the target and try another combination if it doesn't match."],
+    "wrong_numbers": ["In my answer {eq} I {what}. Each given number must appear exactly once, so I should tick off "
+                      "{nums} against my equation before answering.",
+                      "My answer {eq} had the wrong numbers{hit}: I {what}. Next time I'll compare its numbers with "
+                      "the given ones one by one.", "The mistake in {eq}: I {what}. I need to use exactly {nums}, "
+                      "each once, so I must search again."],
+    "missed_target": ["My answer {eq} equals {v}, not {t}. I need a different combination, and I must compute its "
+                      "value before answering.",
+                      "I answered {eq}, which gives {v} instead of {t}, {d} {how}. Next time I'll compute each step "
+                      "and compare the result with {t} before writing the answer.",
+                      "{eq} = {v} misses the target {t}. I should search other combinations and only answer once one "
+                      "of them equals {t}."],
+    "claimed_miss": ["My check said {eq} matched, but {eq} = {v}, not {t}. I must compute the value before claiming "
+                    "it is right, and keep searching until it equals {t}.",
+                     "I wrongly claimed that {eq} reaches {t}; it is {v}. A check has to compare the computed value "
+                    "with the target, and a different combination is needed."],
 }
 _INVALID_FORMS = {"no_tags": "{words} {eq}.", "with_result": "<answer>{eq} = {t}</answer>",
                   "with_words": "<answer>{words} {eq}</answer>"}
@@ -269,6 +298,12 @@ def _plan_steps(final: _Node, target: int, wrong: bool, rng: random.Random) -> l
 
 
 def _failed_attempt(path: _Node, target: int, check: bool, rng: random.Random) -> list[tuple[str, str]]:
+    """A tried combination that misses, (maybe) checked, then abandoned. Some are phrased as a candidate
+    solution with the final check's opening, so that a check can fail: its outcome is the computed value."""
+    if check and rng.random() < _CANDIDATE_PROB:
+        return [("attempt", _say("solution", rng, path=_path_text(path, rng))),
+                ("verification", _say("final_check_fail", rng, path=_path_text(path, rng), v=path.value, t=target)),
+                ("backtracking", _say("backtrack", rng))]
     steps = [("attempt", _say("attempt", rng, path=_path_text(path, rng)))]
     if check:
         side = "above" if path.value > target else "below"
@@ -287,8 +322,10 @@ def _make_trace(trace_id: str, variant: str, numbers: tuple[int, ...], target: i
 
 
 def generate_trace(numbers: list[int] | tuple[int, ...], target: int, variant: str, rng: random.Random,
-                   trace_id: str = "") -> Trace:
-    """One narrated search for the puzzle, in the given variant (see the module docstring)."""
+                   trace_id: str = "", avoid: frozenset[Fraction] | set[Fraction] = frozenset()) -> Trace:
+    """One narrated search for the puzzle, in the given variant (see the module docstring).
+
+    `avoid`: values no failed attempt reaches (a retry does not try its failed answers again)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown priming variant {variant!r}; allowed: {list(VARIANTS)}")
     numbers, target = tuple(int(n) for n in numbers), int(target)
@@ -298,7 +335,7 @@ def generate_trace(numbers: list[int] | tuple[int, ...], target: int, variant: s
     allowed, wrong = ALLOWED[variant], variant == "incorrect_with_behaviours"
     steps = [("intro", _say("intro", rng, t=target, nums=_names(numbers)))]
     if allowed:
-        pool = _wrong_paths(numbers, target, rng)  # attempts: a few of the closer misses, in random order
+        pool = [p for p in _wrong_paths(numbers, target, rng) if p.value not in avoid]  # closer misses first
         attempts = rng.sample(pool[:6], min(rng.randint(1, _MAX_FAILED), len(pool[:6])))
         for i, path in enumerate(attempts):
             check = "verification" in allowed and (i == 0 or rng.random() < 0.6)
@@ -344,19 +381,38 @@ def generate_traces(items: list[dict[str, Any]], variant: str, n: int, seed: int
 # ---------------------------------------------------------------- reflect-and-retry dialogues
 
 
-def _think(numbers: tuple[int, ...], target: int, node: _Node, rng: random.Random) -> str:
-    intro = _say("intro", rng, t=target, nums=_names(numbers))
-    return f"<think>\n{intro}\n{_say('solution', rng, path=_path_text(node, rng))}\n</think>\n"
+def _first_attempt(numbers: tuple[int, ...], target: int, final: _Node, ending: str, rng: random.Random,
+                   claim: bool) -> tuple[str, set[Fraction]]:
+    """A failed first attempt in the primed policy's own format: a search that may check and abandon a miss,
+    then settles on `final` (narrated truthfully) and ends with `ending`; `claim`: it falsely says it checks out,
+    as a policy does whose checks always passed in training. Context only, never a training target.
+    Returns the text and the values of the wrong combinations it tried (the retry tries none of them again)."""
+    steps, tried = [_say("intro", rng, t=target, nums=_names(numbers))], {final.value} - {Fraction(target)}
+    if rng.random() < 0.6:
+        pool = [p for p in _wrong_paths(numbers, target, rng) if p.value not in (final.value, target)]
+        if pool:
+            dead_end = rng.choice(pool[:6])
+            steps += [text for _, text in _failed_attempt(dead_end, target, True, rng)]
+            tried.add(dead_end.value)
+    steps.append(_say("solution", rng, path=_path_text(final, rng)))
+    if claim:
+        steps.append(_say("false_claim", rng, path=_path_text(final, rng), t=target))
+    if ending.startswith("<answer>"):
+        steps.append(_say("conclude_wrong", rng, eq=final.expr))
+    return "<think>\n" + "\n".join(steps) + "\n</think>\n" + ending, tried
 
 
-def _invalid_attempt(numbers: tuple[int, ...], target: int, solution: _Node, rng: random.Random) -> tuple[str, str]:
+def _invalid_attempt(numbers: tuple[int, ...], target: int, solution: _Node,
+                     rng: random.Random) -> tuple[str, str, set[Fraction]]:
+    """The right equation, but not readable as an answer; the retry may give the same equation, well formed."""
     kind, words = rng.choice(sorted(_INVALID_FORMS)), rng.choice(["The equation is", "My answer:", "I think"])
     ending = _INVALID_FORMS[kind].format(eq=solution.expr, t=target, words=words)
-    return _think(numbers, target, solution, rng) + ending, _say(kind, rng, t=target, words=words)
+    first, tried = _first_attempt(numbers, target, solution, ending, rng, claim=rng.random() < _FALSE_CLAIM_PROB)
+    return first, _say(kind, rng, t=target, words=words), tried
 
 
 def _wrong_numbers_attempt(numbers: tuple[int, ...], target: int, solution: _Node,
-                           rng: random.Random) -> tuple[str, str]:
+                           rng: random.Random) -> tuple[str, str, set[Fraction]]:
     """Drop one number, and (usually) reuse another in its place; still aim at the target."""
     i = rng.randrange(len(numbers))
     dropped, used = numbers[i], numbers[:i] + numbers[i + 1:]
@@ -368,30 +424,40 @@ def _wrong_numbers_attempt(numbers: tuple[int, ...], target: int, solution: _Nod
         what = f"used {dup} " + ("twice" if numbers.count(dup) == 1 else "more often than given") + " and " + what
     node = _find([_leaf(n) for n in used], target, rng, nice=True) or _wrong_paths(used, target, rng)[0]
     hit = f" even though it reached {target}" if node.value == target else ""
-    first = _think(numbers, target, node, rng) + f"<answer>{node.expr}</answer>"
-    return first, _say("wrong_numbers", rng, what=what, hit=hit, nums=_names(numbers))
+    first, tried = _first_attempt(numbers, target, node, f"<answer>{node.expr}</answer>", rng,
+                                  claim=rng.random() < _FALSE_CLAIM_PROB)
+    reflection = _say("wrong_numbers", rng, eq=node.expr, what=what, hit=hit, nums=_names(numbers))
+    return first, reflection, tried
 
 
-def _missed_attempt(numbers: tuple[int, ...], target: int, solution: _Node, rng: random.Random) -> tuple[str, str]:
+def _missed_attempt(numbers: tuple[int, ...], target: int, solution: _Node,
+                    rng: random.Random) -> tuple[str, str, set[Fraction]]:
     node = rng.choice(_wrong_paths(numbers, target, rng)[:3])  # a near miss
-    first = _think(numbers, target, node, rng) + f"<answer>{node.expr}</answer>"
+    claim = rng.random() < _FALSE_CLAIM_PROB
+    first, tried = _first_attempt(numbers, target, node, f"<answer>{node.expr}</answer>", rng, claim)
     how = "too much" if node.value > target else "too little"
-    return first, _say("missed_target", rng, v=node.value, t=target, d=abs(node.value - target), how=how)
+    reflection = _say("claimed_miss" if claim else "missed_target", rng, eq=node.expr, v=node.value, t=target,
+                      d=abs(node.value - target), how=how)
+    return first, reflection, tried
 
 
 _ATTEMPTS = {"invalid_equation": _invalid_attempt, "wrong_numbers": _wrong_numbers_attempt,
              "missed_target": _missed_attempt}
 
 
+def _retry(numbers: tuple[int, ...], target: int, avoid: set[Fraction], rng: random.Random) -> str:
+    """A fresh search (all_strategies) that tries none of the first attempt's wrong values again, ending correct."""
+    trace = generate_trace(numbers, target, "all_strategies", rng, avoid=avoid)
+    if rng.random() < 0.5:
+        return trace.text.replace("<think>\n", f"<think>\n{_say('retry_intro', rng)}\n", 1)
+    return trace.text
+
+
 def _dialogue(item: dict[str, Any], category: str, rng: random.Random, dialogue_id: str) -> ReflectionDialogue:
     numbers, target = tuple(int(n) for n in item["numbers"]), int(item["target"])
     solution = _solution(numbers, target, rng)
-    first, reflection = _ATTEMPTS[category](numbers, target, solution, rng)
-    check = ""
-    if rng.random() < 0.7:
-        line = _say("final_check", rng, path=_path_text(solution, rng), t=target, nums=_names(numbers))
-        check = f"<think>\n{line}\n</think>\n"
-    retry = f"{check}<answer>{solution.expr}</answer>"
+    first, reflection, tried = _ATTEMPTS[category](numbers, target, solution, rng)
+    retry = _retry(numbers, target, tried, rng)
     truth = {"numbers": list(numbers), "target": target}
     got = countdown.verify(first, truth).category
     if got != category or not countdown.verify(retry, truth).correct:  # a generator bug, never bad data

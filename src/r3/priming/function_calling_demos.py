@@ -10,8 +10,10 @@ so nothing can come before the call: the check line is then omitted.
 
 Reflection dialogues: a first attempt with a real mistake of one error category (format, wrong_tool,
 wrong_arguments; each verified to get exactly that category from function_calling.verify, and starting
-with the prefill when one is used), a short reflection that names the concrete error and how to avoid it
-(never the corrected tool-call JSON, which the retry could copy), and a correct retry.
+with the prefill when one is used), a short reflection, and a correct retry. The reflection names the error
+class and its evidence, never the fix: not the right tool, not the right value, not the corrected JSON. The
+evidence is the failed attempt's own (the wrong tool and its description, the wrong value, the missing or extra
+argument, the broken format), plus how to avoid the mistake, so the retry has nothing to copy from it.
 """
 
 from __future__ import annotations
@@ -47,26 +49,28 @@ _REFLECT = {  # phrasing templates per kind of mistake; the rng picks one
                    "the keys name and arguments.",
                    "The call object had the wrong keys (function/parameters). The tool goes under name and its "
                    "parameters under arguments."],
-    "other_tool": ["I called `{wrong}`, but the request needs `{right}` ({purpose}). I should match the request "
-                   "against each tool's description before choosing.",
-                   "Wrong tool: `{wrong}` does not do what was asked; `{right}` ({purpose}) does. Next time I'll "
-                   "compare the request with every tool description first.",
-                   "I picked `{wrong}` instead of `{right}`, whose description fits the request ({purpose}). I "
-                   "should read every description before calling."],
-    "invented_tool": ["`{wrong}` is not one of the available tools; I altered the name of `{right}`. Tool names must "
-                      "be copied exactly from the tool list.",
-                      "I called a tool that does not exist, `{wrong}`. The right one is `{right}` ({purpose}); "
-                      "I should use the names exactly as listed."],
-    "value": ["I passed {arg}={got} to `{name}`, but the request asks for {want}. I should take each argument value "
-              "straight from the request.",
-              "The `{arg}` argument of `{name}` was wrong: {got} instead of {want}. Next time I'll re-read the request "
-              "for every value before calling.",
-              "Right tool, wrong value: `{arg}` should be {want}, not {got}. I'll double-check each argument against "
-              "the request."],
+    "other_tool": ["Wrong tool: I called `{wrong}` ({wrong_purpose}), which is not what the request asks for. I "
+                   "should match the request against every tool description before choosing.",
+                   "I called `{wrong}`, but its description ({wrong_purpose}) does not fit the request. Next time "
+                   "I'll compare the request with every tool description first.",
+                   "I picked `{wrong}` ({wrong_purpose}) without checking that it does what was asked, and it does "
+                   "not. I should read every description before calling."],
+    "invented_tool": ["`{wrong}` is not one of the available tools; I altered a tool name. Tool names must be "
+                      "copied exactly from the tool list.",
+                      "I called a tool that does not exist, `{wrong}`: no tool in the list has that name. I should "
+                      "use the names exactly as listed."],
+    "value": ["I passed {arg}={got} to `{name}`, but that value is not what the request says. I should take each "
+              "argument value straight from the request.",
+              "The `{arg}` argument of `{name}` was wrong: {got} does not match the request. Next time I'll re-read "
+              "the request for every value before calling.",
+              "Right tool, wrong value: `{arg}`={got} in my call to `{name}` is not what the request says. I'll "
+              "double-check each argument against the request."],
     "omit": ["I left out `{arg}`, a required argument of `{name}`. Before calling I should check that every required "
              "argument is given.",
-             "The call to `{name}` had no `{arg}`, which its schema requires (the request gives {want}). I'll go "
-             "through the required list before answering."],
+             "The call to `{name}` had no `{arg}`, which its schema requires. I'll go through the required list "
+             "before answering.",
+             "Missing argument: `{name}` requires `{arg}`, and I did not pass it. I should check the required list "
+             "of every tool I call."],
     "extra": ["I added `{arg}`, which is not a parameter of `{name}`. I should only use the arguments its schema "
               "defines.",
               "`{name}` has no `{arg}` parameter, yet I passed it. Next time I'll compare my arguments with the "
@@ -228,7 +232,7 @@ def _tool_attempts(calls: list[dict], inputs: dict[str, Any], rng: random.Random
     else:
         kind, wrong = "invented_tool", right + rng.choice([s for s in _SUFFIXES if right + s not in tools])
     bad = [dict(c, name=wrong) if j == i else c for j, c in enumerate(calls)]
-    return [(kind, _wrap(bad), {"wrong": wrong, "right": right, "purpose": _purpose(tools.get(right))})]
+    return [(kind, _wrap(bad), {"wrong": wrong, "wrong_purpose": _purpose(tools.get(wrong))})]
 
 
 def _changed(v: Any, k: str, args: dict, schema: dict, rng: random.Random) -> list[Any]:
@@ -256,10 +260,10 @@ def _argument_attempts(calls: list[dict], inputs: dict[str, Any], rng: random.Ra
         props, args = params.get("properties", {}), c["arguments"]
         changes = []  # (kind, new arguments, reflection fields)
         for k, v in args.items():
-            changes += [("value", {**args, k: new}, {"arg": k, "got": _val(new), "want": _val(v)})
+            changes += [("value", {**args, k: new}, {"arg": k, "got": _val(new)})
                         for new in _changed(v, k, args, props, rng)]
             if k in params.get("required", []):
-                changes.append(("omit", {a: x for a, x in args.items() if a != k}, {"arg": k, "want": _val(v)}))
+                changes.append(("omit", {a: x for a, x in args.items() if a != k}, {"arg": k}))
         extra = next((a for a in rng.sample(sorted(_EXTRA_ARGS), len(_EXTRA_ARGS)) if a not in props), None)
         if extra:
             changes.append(("extra", {**args, extra: _EXTRA_ARGS[extra]}, {"arg": extra}))
