@@ -4,6 +4,11 @@
 attempt directly (same queries, same generation budget). The model lands in models/<method>/<task>;
 checkpoints live in a persistent folder keyed by a hash of everything that shapes the run.
 
+Every step logs the share of sampled answers (grpo: attempts, r3: retries) that show each cognitive behaviour
+(`behaviour/<name>`, the rules classifier). With `train.eval_every: N` the first-try accuracy on the
+validation split (`train.eval_items` of it) is measured before training and every N steps
+(`eval/first_try_acc`; the whole curve in the metrics' `validation_curve`).
+
 `python stages/train.py --plan [--gpu-gib 80]` prints the micro-batch, the gradient accumulation and the
 memory per device that the current params need, and exits 1 when they do not fit (r3.training.plan).
 Under `accelerate launch` (train.num_processes > 1, see dvc.yaml) every rank trains and rank 0 writes.
@@ -19,14 +24,18 @@ from accelerate import PartialState
 from transformers import AutoTokenizer
 
 from r3 import cli, configs
+from r3.analysis.rules import RulesClassifier
 from r3.artifacts import atomic_path, content_hash, run_key, write_json
+from r3.dataset import load_rows
 from r3.errors import R3Error
 from r3.inference.server_backend import ServerBackend
 from r3.params import Params
+from r3.prompts import build_prompt
 from r3.tasks import get_task
 from r3.training.grpo import train_grpo
 from r3.training.plan import format_plan, plan_from_params
 from r3.training.rollout import METHODS, Query, Rollout, failure_queries
+from r3.training.validation import HeldOut, check_interval
 
 log = cli.log
 
@@ -62,6 +71,9 @@ def main(args):
         max_completion_length=(proto.reflection if method == "r3" else proto.attempt).max_new_tokens,
         lora=t.get("lora", dict) if t.get("lora.enabled", bool) else None)
     token_budget = t.get("token_budget", (int, type(None)), None, min_value=1)
+    eval_every = t.get("eval_every", (int, type(None)), None)
+    check_interval(eval_every, hparams["max_steps"])
+    held_out = validation_items(p, task, args.data) if eval_every else None
 
     queries = failure_queries(args.failures, task)
     if not queries:
@@ -79,7 +91,8 @@ def main(args):
     kv_cache_gib = t.get("kv_cache_gib", (int, type(None)), None, min_value=1)
     engine = (ServerBackend(server_url, str(configs.model_dir(policy))) if server_url
               else configs.backend(p, policy, kv_cache_gib=kv_cache_gib))
-    rollout = Rollout(method, queries, {task.name: proto}, engine=engine, zero_copied=t.get("zero_copied_reward", bool))
+    rollout = Rollout(method, queries, {task.name: proto}, engine=engine, zero_copied=t.get("zero_copied_reward", bool),
+                      behaviours=RulesClassifier())
 
     # resume only a run made from the same starting weights, training data and params
     params = p.as_dict()
@@ -91,7 +104,8 @@ def main(args):
     with atomic_path(args.out, is_dir=True) if main_process else tempfile.TemporaryDirectory() as tmp:
         stats = train_grpo(configs.model_dir(policy), rollout, tmp, checkpoint_dir=Path(args.checkpoints) / key,
                            save_steps=t.get("save_steps", int, min_value=1), token_budget=token_budget,
-                           report_to="dvclive", logging_dir=args.live, **hparams)
+                           report_to="dvclive", logging_dir=args.live, held_out=held_out, eval_every=eval_every,
+                           **hparams)
     log.info("rank %d of %d: finished at step %d", state.process_index, state.num_processes, stats["global_step"])
     if not main_process:
         return
@@ -100,6 +114,25 @@ def main(args):
     log.info("%s/%s: %d steps, %d generated tokens, reward %.3f, zero-variance groups %.2f, %.0f s", task.name,
              method, stats["global_step"], stats["generated_tokens"], stats["reward_mean"] or 0.0,
              stats["frac_reward_zero_std"] or 0.0, stats["train_runtime"])
+
+
+def validation_items(p: Params, task, data: str | None) -> HeldOut:
+    """The validation items of the curve (`train.eval_items` of them; null: all), prompted as evaluation
+    prompts them and drawn at baseline.temperature, each first attempt within the protocol's budget."""
+    limit = p.get("train.eval_items", (int, type(None)), None, min_value=1)
+    if data is None:
+        raise R3Error("train.eval_every needs the dataset (--data) for its validation items")
+    rows = load_rows(data, task.name)
+    items = [r for r in rows if r.split == "validation"][:limit]
+    if not items:
+        raise R3Error(f"{data}: no validation items for train.eval_every")
+    prompt_cfg = configs.prompt_config(p, task)
+    shots = [(r.inputs, r.ground_truth) for r in rows if r.split == "train"][: prompt_cfg.few_shot]
+    base = p.section("baseline")
+    proto = configs.protocol_config(p, task, base.get("temperature", float, min_value=0.0),
+                                    base.get("top_p", float, min_value=0.0, max_value=1.0), p.get("seed", int))
+    return HeldOut(task, [build_prompt(task, r.inputs, prompt_cfg, shots) for r in items],
+                   [r.ground_truth for r in items], replace(proto.attempt, n=1), prompt_cfg.prefill)
 
 
 def _prompt_tokens(tokenizer, q: Query, method: str, proto) -> int:
@@ -124,6 +157,7 @@ if __name__ == "__main__" and "--plan" in sys.argv[1:]:
 elif __name__ == "__main__":
     parser = cli.parser(__doc__, task=True)
     parser.add_argument("--failures", required=True, help="the task's failure-set Parquet")
+    parser.add_argument("--data", help="the task's dataset Parquet (its validation items: train.eval_every)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--metrics", required=True)
     parser.add_argument("--checkpoints", required=True, help="persistent folder for resumable checkpoints")

@@ -250,6 +250,51 @@ def test_fake_verifier_is_used(tiny_model_dir):
     assert rollout.generate(scripted, _repeated(rollout, 2), seed=0)["outcome"] == [1.0, 0.0]
 
 
+# ---------------------------------------------------------------- behaviours logged per step
+
+SEARCH = ("Try 1 + 2 = 3, then 3 * 3 = 9. Check: 9 is not 6. That doesn't work; let me backtrack.\n"
+          "<answer>1+2+3</answer>")
+
+
+class _Trainer:
+    """What a rollout reads from TRL's trainer: the step, the rank, the seed and the metrics store."""
+
+    def __init__(self):
+        from collections import defaultdict
+
+        self.state, self.args = type("S", (), {"global_step": 0})(), type("A", (), {"seed": 0})()
+        self.accelerator = type("Acc", (), {"process_index": 0})()
+        self._metrics = {"train": defaultdict(list)}
+
+
+@pytest.mark.parametrize("method", ["grpo", "r3"])
+def test_each_step_logs_one_share_per_behaviour_of_the_sampled_answers(tiny_model_dir, method):
+    """Scripted answers with known behaviours: 1 of 4 (step 0), then 3 of 4 (step 1) search with a check and a
+    backtrack; none sets a subgoal or chains backwards. r3 counts the retries, grpo the attempts."""
+    from transformers import AutoTokenizer
+
+    from r3.analysis.behaviours import BEHAVIOURS
+    from r3.analysis.rules import RulesClassifier
+
+    searching = {0: {0}, 1: {0, 1, 3}}
+    trainer = _Trainer()
+
+    def answer(request, i):
+        return SEARCH if i in searching[trainer.state.global_step] else "1+2+3</answer>"
+
+    scripted = ScriptedBackend(AutoTokenizer.from_pretrained(tiny_model_dir), PROTO, ["a reflection"],
+                               retry=answer, attempt=answer)
+    rollout = Rollout(method, _queries(n=2), {"countdown": PROTO}, engine=scripted, behaviours=RulesClassifier())
+    for step in (0, 1):
+        trainer.state.global_step = step
+        rollout(_repeated(rollout, 2), trainer)
+    metrics = trainer._metrics["train"]
+    assert {b: metrics[f"behaviour/{b}"] for b in BEHAVIOURS} == {
+        "verification": [0.25, 0.75], "backtracking": [0.25, 0.75], "subgoal_setting": [0.0, 0.0],
+        "backward_chaining": [0.0, 0.0]}
+    assert Rollout(method, _queries(n=1), {"countdown": PROTO}).behaviour_shares({"attempt": [SEARCH]}) == {}
+
+
 # ---------------------------------------------------------------- the rollout inside TRL's GRPOTrainer, on the engine
 
 # rewards the tests cannot predict but that vary within groups: a retry is "right" iff its bytes sum to an even number

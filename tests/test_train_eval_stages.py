@@ -177,3 +177,38 @@ def test_results_stage_writes_the_paper_table(workdir):
     assert table["ood_trained_on_function_calling"]["delta_first"] == 0.0
     assert json.loads((workdir / "m/eval_countdown.json").read_text())["n_retried"] == 0
     assert json.loads((workdir / "m/baseline_countdown.json").read_text())["first_try_acc"] == 0.25
+
+
+def test_train_stage_logs_behaviours_and_a_validation_curve(workdir):
+    """Every step logs the four behaviour shares; train.eval_every=1 measures validation at steps 0, 1, 2."""
+    from r3.analysis.behaviours import BEHAVIOURS
+
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    p["train"].update(method="grpo", eval_every=1, eval_items=4)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(p))
+    data, failures = _failures(workdir, "countdown")
+    proc = run_stage(workdir, "train.py", "--task", "countdown", "--failures", str(failures), "--data", str(data),
+                     "--out", "m", "--metrics", "t.json", "--checkpoints", "ckpt", "--live", "live")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((workdir / "t.json").read_text())
+    assert [step for step, _ in stats["validation_curve"]] == [0, 1, 2]
+    assert all(acc in (0.0, 0.25, 0.5, 0.75, 1.0) for _, acc in stats["validation_curve"])  # of 4 items
+    assert stats["validation_first"] == stats["validation_curve"][0][1]
+    rows = pd.read_csv(workdir / "live/plots/metrics/eval/first_try_acc.tsv", sep="\t")
+    assert list(rows["first_try_acc"]) == [acc for step, acc in stats["validation_curve"] if step > 0]
+    assert set(stats["behaviours"]) == set(BEHAVIOURS)
+    for b in BEHAVIOURS:
+        curve = pd.read_csv(workdir / f"live/plots/metrics/behaviour/{b}.tsv", sep="\t")
+        assert len(curve) == 2 and curve[b].between(0, 1).all()  # one share per step
+
+
+def test_train_stage_rejects_an_eval_interval_beyond_the_run(workdir):
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    p["train"]["eval_every"] = p["train"]["max_steps"] + 1
+    (workdir / "params.yaml").write_text(yaml.safe_dump(p))
+    data, failures = _failures(workdir, "countdown")
+    proc = run_stage(workdir, "train.py", "--task", "countdown", "--failures", str(failures), "--data", str(data),
+                     "--out", "m", "--metrics", "t.json", "--checkpoints", "ckpt", "--live", "live")
+    assert proc.returncode == 1
+    assert f"train.eval_every={p['train']['max_steps'] + 1} must lie in" in proc.stderr.strip().splitlines()[-1]
+    assert not (workdir / "m").exists() and not (workdir / "t.json").exists() and not (workdir / "live").exists()

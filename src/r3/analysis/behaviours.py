@@ -39,6 +39,11 @@ def presence_scores(predicted: Sequence[dict[str, int]], gold: Sequence[dict[str
     return out
 
 
+def shares(counts: Sequence[dict[str, int]]) -> dict[str, float]:
+    """Per behaviour, the share of texts that show it at least once (0.0 for no texts)."""
+    return {b: round(sum(c[b] > 0 for c in counts) / max(len(counts), 1), 4) for b in BEHAVIOURS}
+
+
 def measure(records: Sequence[dict], classifier: Classifier) -> dict[str, dict]:
     """Per text kind (attempt, reflection, retry) and behaviour: mean count per text and share of texts with one.
 
@@ -50,8 +55,7 @@ def measure(records: Sequence[dict], classifier: Classifier) -> dict[str, dict]:
         if not texts:
             continue
         counts = classifier.count(texts)
+        share = shares(counts)
         out[kind] = {"n": len(texts)} | {
-            b: {"mean": round(sum(c[b] for c in counts) / len(counts), 4),
-                "share": round(sum(c[b] > 0 for c in counts) / len(counts), 4)}
-            for b in BEHAVIOURS}
+            b: {"mean": round(sum(c[b] for c in counts) / len(counts), 4), "share": share[b]} for b in BEHAVIOURS}
     return out

@@ -44,6 +44,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from r3.errors import R3Error
 from r3.training.rollout import Rollout, outcome_reward
+from r3.training.validation import HeldOut, ValidationCurve
 
 log = logging.getLogger("r3")
 
@@ -258,11 +259,14 @@ def make_trainer(model_dir: str | Path, rollout: Rollout, output_dir: str | Path
 
 def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
                checkpoint_dir: str | Path | None = None, save_steps: int = 5, token_budget: int | None = None,
-               report_to: str = "none", logging_dir: str | Path | None = None, **hparams) -> dict[str, Any]:
+               report_to: str = "none", logging_dir: str | Path | None = None, held_out: HeldOut | None = None,
+               eval_every: int | None = None, **hparams) -> dict[str, Any]:
     """Train `model_dir` with `rollout`; save a plain HF model dir (LoRA merged) with its tokenizer; return stats.
 
     `hparams` are `make_trainer`'s. With `checkpoint_dir`, checkpoints go there every `save_steps` steps and
-    training resumes from the last one. `report_to="dvclive"` logs every step to `logging_dir`.
+    training resumes from the last one. `report_to="dvclive"` logs every step to `logging_dir`. With `held_out`
+    and `eval_every`, the first-try accuracy on the held-out items is measured at the start and every
+    `eval_every` steps (`ValidationCurve`, on the rollout's engine; stats["validation_curve"]).
     """
     if report_to not in ("none", "dvclive"):
         raise ValueError(f"report_to must be 'none' or 'dvclive', got {report_to!r}")
@@ -272,6 +276,12 @@ def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
     resume = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir and Path(checkpoint_dir).is_dir() else None
     budget = TokenBudget(rollout, token_budget)
     callbacks: list = [budget]
+    curve = None
+    if held_out is not None and eval_every:
+        if rollout.engine is None:
+            raise ValueError("a validation curve needs the rollout's engine")
+        curve = ValidationCurve(lambda: held_out.accuracy(rollout.engine), lambda: None, eval_every, main)
+        callbacks.append(curve)  # before DVCLive's callback, which writes the logs this one adds to
     if report_to == "dvclive" and main:
         from dvclive import Live
         from transformers.integrations import DVCLiveCallback
@@ -282,6 +292,8 @@ def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
     with tempfile.TemporaryDirectory() as scratch:
         trainer = make_trainer(model_dir, rollout, checkpoint_dir or scratch,
                                save_steps=save_steps if checkpoint_dir else None, callbacks=callbacks, **hparams)
+        if curve is not None and isinstance(getattr(trainer, "vllm_generation", None), EngineSync):
+            curve.sync = _syncer(trainer)
         if resume:
             log.info("GRPO: resuming from %s", resume)
         result = trainer.train(resume_from_checkpoint=resume)
@@ -310,4 +322,18 @@ def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
         "lora": lora, "processes": trainer.accelerator.num_processes, "peak_rss_gib": round(peak_rss_gib(), 3),
         "micro_batch_size": trainer.args.per_device_train_batch_size,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+        "behaviours": {key.removeprefix("behaviour/"): {"first": values[0], "last": values[-1], "mean": mean(key)}
+                       for key in sorted({k for entry in history for k in entry if k.startswith("behaviour/")})
+                       if (values := [entry[key] for entry in history if key in entry])},
+        "validation_curve": [list(point) for point in curve.curve] if curve else None,
+        "validation_first": curve.curve[0][1] if curve and curve.curve else None,
+        "validation_last": curve.curve[-1][1] if curve and curve.curve else None,
     }
+
+
+def _syncer(trainer):
+    """Pushes the policy's current weights into the rollout engine (as TRL does before a rollout)."""
+    def sync() -> None:
+        trainer.vllm_generation.sync_weights()
+        trainer._last_loaded_step = trainer.state.global_step  # TRL need not push the same weights again
+    return sync

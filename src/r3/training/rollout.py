@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from r3.analysis.behaviours import Classifier, shares
 from r3.artifacts import read_parquet
 from r3.inference import Backend, Request, SamplingParams
 from r3.protocol import ProtocolConfig, attempt_text, reflection_conversation, retry_conversation
@@ -97,6 +98,7 @@ class Rollout:
     protocols: dict[str, ProtocolConfig]  # task name -> protocol (instructions, budgets, sampling)
     engine: Backend | None = None  # generates the rollouts (the trainer syncs the policy's weights into it)
     zero_copied: bool = False  # opt-in: a retry that copies an answer first written in the reflection earns 0
+    behaviours: Classifier | None = None  # counts the behaviours of each step's attempts (grpo) / retries (r3)
     generated_tokens: int = 0  # every token sampled so far, retries included (the budget GRPO is matched on)
     _by_prompt: dict[str, Query] = field(default_factory=dict, repr=False)
 
@@ -121,7 +123,15 @@ class Rollout:
         for key in ("retry_success", "copied_answer", "repeated_attempt", "retry_length"):
             if out.get(key):
                 trainer._metrics["train"][f"r3/{key}"].append(sum(out[key]) / len(out[key]))
+        for name, share in self.behaviour_shares(out).items():
+            trainer._metrics["train"][f"behaviour/{name}"].append(share)
         return out
+
+    def behaviour_shares(self, out: dict[str, list]) -> dict[str, float]:
+        """Per behaviour, the share of this step's sampled answers that show it: the attempts (grpo), the
+        retries (r3), where the search happens; {} without a classifier."""
+        texts = out.get("retry") or out.get("attempt") or []
+        return shares(self.behaviours.count(texts)) if self.behaviours is not None and texts else {}
 
     def generate(self, backend: Backend, prompts: list[list[dict]], seed: int) -> dict[str, list]:
         """One completion per prompt, its reward, and (r3) the retry it led to."""
@@ -142,12 +152,13 @@ class Rollout:
             requests = [Request(p, proto.prefill) for p in prompts]
             attempts = [c[0] for c in backend.generate(requests, _one(proto.attempt, seed, logprobs=True),
                                                        desc="grpo attempts")]
-            verdicts = [task.verify(attempt_text(proto.prefill, c), q.ground_truth)
-                        for c, q in zip(attempts, queries, strict=True)]
+            texts = [attempt_text(proto.prefill, c) for c in attempts]
+            verdicts = [task.verify(t, q.ground_truth) for t, q in zip(texts, queries, strict=True)]
             self.generated_tokens += sum(c.num_tokens for c in attempts)
             return {"prompt_ids": [backend.encode(r) for r in requests],
                     "completion_ids": [list(c.token_ids) for c in attempts], "logprobs": _logprobs(attempts),
-                    "outcome": [float(v.correct) for v in verdicts], "category": [v.category for v in verdicts]}
+                    "outcome": [float(v.correct) for v in verdicts], "category": [v.category for v in verdicts],
+                    "attempt": texts}
 
         requests = [Request(p) for p in prompts]
         reflections = [c[0] for c in backend.generate(requests, _one(proto.reflection, seed, logprobs=True),
