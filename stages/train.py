@@ -79,7 +79,8 @@ def main(args):
     if not queries:
         raise R3Error(f"{args.failures}: the failure set is empty; nothing to train on (see failures.keep)")
     tokenizer = AutoTokenizer.from_pretrained(configs.model_dir(policy))
-    long = [q for q in queries if _prompt_tokens(tokenizer, q, method, proto) > max_prompt_tokens]
+    # one filter for both methods, so that R3 and the GRPO control train on the same queries
+    long = [q for q in queries if prompt_tokens(tokenizer, q, proto) > max_prompt_tokens]
     if long:
         log.warning("%s: %d of %d queries have prompts over train.max_prompt_tokens=%d; left out", task.name,
                     len(long), len(queries), max_prompt_tokens)
@@ -135,10 +136,14 @@ def validation_items(p: Params, task, data: str | None) -> HeldOut:
                    [r.ground_truth for r in items], replace(proto.attempt, n=1), prompt_cfg.prefill)
 
 
-def _prompt_tokens(tokenizer, q: Query, method: str, proto) -> int:
-    """Tokens of the prompt the trained completion continues (for grpo: with the prefill)."""
-    text = tokenizer.apply_chat_template(q.prompt(method, proto), tokenize=False, add_generation_prompt=True)
-    return len(tokenizer(text + (proto.prefill if method == "grpo" else ""), add_special_tokens=False)["input_ids"])
+def prompt_tokens(tokenizer, q: Query, proto) -> int:
+    """Tokens of the longer of the query's two trained prompts: R3's (task prompt, failed attempt, reflection
+    instruction) and GRPO's (task prompt with the prefill)."""
+    def tokens(method: str) -> int:
+        text = tokenizer.apply_chat_template(q.prompt(method, proto), tokenize=False, add_generation_prompt=True)
+        text += proto.prefill if method == "grpo" else ""
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return max(tokens(m) for m in METHODS)
 
 
 def show_plan(args):

@@ -212,3 +212,35 @@ def test_train_stage_rejects_an_eval_interval_beyond_the_run(workdir):
     assert proc.returncode == 1
     assert f"train.eval_every={p['train']['max_steps'] + 1} must lie in" in proc.stderr.strip().splitlines()[-1]
     assert not (workdir / "m").exists() and not (workdir / "t.json").exists() and not (workdir / "live").exists()
+
+
+def test_both_methods_leave_out_the_same_long_queries(workdir):
+    """The prompt-length filter reads R3's prompt (task prompt + failed attempt + instruction) for both methods:
+    with a limit that every GRPO prompt fits but some R3 prompts do not, GRPO leaves out exactly those queries."""
+    from transformers import AutoTokenizer
+
+    from r3 import configs
+    from r3.params import Params
+    from r3.tasks import get_task
+    from r3.training.rollout import failure_queries
+
+    p = yaml.safe_load((workdir / "params.yaml").read_text())
+    _, failures = _failures(workdir, "countdown")
+    task, tok = get_task("countdown"), AutoTokenizer.from_pretrained(workdir / "models" / "primed")
+    proto = configs.protocol_config(Params(p), task, 1.0, 1.0, 0)
+
+    def length(q, method):
+        text = tok.apply_chat_template(q.prompt(method, proto), tokenize=False, add_generation_prompt=True)
+        return len(tok(text + (proto.prefill if method == "grpo" else ""), add_special_tokens=False)["input_ids"])
+
+    queries = failure_queries(failures, task)
+    r3_lengths = sorted(length(q, "r3") for q in queries)
+    limit = r3_lengths[len(r3_lengths) // 2]
+    assert max(length(q, "grpo") for q in queries) <= limit < r3_lengths[-1]
+    p["train"].update(method="grpo", max_prompt_tokens=limit)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(p))
+    proc = _train(workdir, "countdown", failures)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((workdir / "t.json").read_text())
+    assert stats["left_out_long_prompts"] == sum(n > limit for n in r3_lengths) >= 1
+    assert stats["queries"] == len(queries) - stats["left_out_long_prompts"]
