@@ -4,7 +4,7 @@ For each Countdown trace variant: prime the raw model on `--size` traces of that
 (no function-calling data, no reflect-retry dialogues, `--epochs` epochs), then run the baseline
 protocol on the Countdown test split and print the first- and second-try accuracies. Runs the
 pipeline's own stage scripts in a scratch folder (the repo's models/raw and datasets are read,
-nothing in the repo is written). The full-size experiment is tools/priming_variants.sh.
+nothing in the repo is written). The full experiment (prime -> RL -> evaluate per variant) is tools/variants.py.
 
   python tools/priming_probe.py --size 120 --epochs 1
 """
