@@ -111,7 +111,7 @@ def test_grpo_rollout_on_tiny_model(backend):
     out = rollout.generate(rec, prompts, seed=3)
     [(_, requests, params, attempts)] = rec.calls  # no reflection, no retry
     assert params.max_new_tokens == 10 and params.logprobs
-    assert set(out) == {"prompt_ids", "completion_ids", "outcome", "category", "logprobs"}
+    assert set(out) == {"prompt_ids", "completion_ids", "outcome", "category", "logprobs", "attempt"}
     for i, prompt in enumerate(prompts):
         q = queries[i // 2]
         assert prompt == q.task_prompt
@@ -120,7 +120,8 @@ def test_grpo_rollout_on_tiny_model(backend):
         assert out["completion_ids"][i] == list(attempts[i].token_ids)
         assert out["logprobs"][i] == list(attempts[i].logprobs)
         assert len(out["logprobs"][i]) == len(attempts[i].token_ids)
-        assert out["outcome"][i] == float(COUNTDOWN.verify("<answer>" + attempts[i].text, q.ground_truth).correct)
+        assert out["attempt"][i] == "<answer>" + attempts[i].text  # the verified text, its prefill included
+        assert out["outcome"][i] == float(COUNTDOWN.verify(out["attempt"][i], q.ground_truth).correct)
     assert rollout.generated_tokens == sum(c.num_tokens for c in attempts)
 
 
