@@ -283,6 +283,10 @@ def test_generator_impossible_raises():
         )
     with pytest.raises(R3Error, match="num_numbers"):
         countdown.load_generated({**GEN, "num_numbers": "three"}, seed=0)
+    # a difficulty setting whose targets no numbers reach (3 numbers of 1-10 make at most 1000): no puzzle
+    with pytest.raises(R3Error, match=r"only 0 unique puzzles exist for .*target_range=\[1001, 2000\]"):
+        countdown.load_generated({"num_numbers": 3, "number_range": [1, 10], "target_range": [1001, 2000],
+                                  "n_items": 8}, seed=0)
 
 
 def test_generator_is_fast():
