@@ -1,4 +1,4 @@
-"""The GPU memory planner (src/r3/training/plan.py), the profiles (profiles/*.yaml) and tools/profile.py."""
+"""The GPU memory planner (src/r3/training/plan.py), the profiles (profiles/*.yaml) and tools/profiles.py."""
 
 import dataclasses
 import importlib.util
@@ -46,14 +46,14 @@ NEW_KEYS = {
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("profile_tool", ROOT / "tools" / "profile.py")
+    spec = importlib.util.spec_from_file_location("profile_tool", ROOT / "tools" / "profiles.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "tools/profile.py", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "tools/profiles.py", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
 
 

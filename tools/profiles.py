@@ -3,8 +3,8 @@
 A profile is a flat mapping of dotted params.yaml keys to values, plus `gpu_memory_gib`, the device size
 the planner reads (never passed to dvc).
 
-    dvc exp run $(python tools/profile.py set-args profiles/qwen2.5-1.5b-1gpu.yaml)
-    python tools/profile.py plan profiles/qwen2.5-7b-1gpu-lora.yaml [--params params.yaml] [--gpu-gib 80]
+    dvc exp run $(python tools/profiles.py set-args profiles/qwen2.5-1.5b-1gpu.yaml)
+    python tools/profiles.py plan profiles/qwen2.5-7b-1gpu-lora.yaml [--params params.yaml] [--gpu-gib 80]
                                  [--config path/to/config.json]
 
 `plan` merges the profile over params.yaml, prints the per-device memory estimate (src/r3/training/plan.py)
