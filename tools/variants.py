@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling tool whose exp-show reader this shares
-from compare import experiments, full_metrics  # noqa: E402
+from compare import _pct, experiments, full_metrics  # noqa: E402
 
 from r3.priming.countdown_traces import BEHAVIOURS, VARIANTS  # noqa: E402
 
@@ -156,10 +156,6 @@ def collect(rows: list[dict], read=git_text, metrics=full_metrics) -> list[dict]
 
 
 # ---------------------------------------------------------------- report
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
 
 
 def _with_ci(a: dict | None) -> str:
