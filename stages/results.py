@@ -36,6 +36,13 @@ def paired_differences(vanilla: list[dict], trained: list[dict], key: str) -> li
     return [float(by_id[v["id"]][key]) - float(v[key]) for v in vanilla]
 
 
+def on_items(vanilla: list[dict], other: list[dict]) -> list[dict]:
+    """The vanilla records of the items `other` covers: a reference run (`baseline.reference_items`) measures
+    only the first N test items, and is compared with the vanilla policy on those."""
+    ids = {r["id"] for r in other}
+    return [r for r in vanilla if r["id"] in ids]
+
+
 def main(args):
     p = Params.load(args.params)
     task = get_task(args.task)
@@ -56,8 +63,9 @@ def main(args):
         table.update(raw_first=raw["first_try_acc"], raw_second=raw["second_try_acc"])
     for other in tasks:
         if other != task.name:  # out of domain: trained on `other`, evaluated on this task
-            ood = paper_table(vanilla, load(evals / other / f"{task.name}.parquet"), seed)
-            table[f"ood_trained_on_{other}"] = {k: v for k, v in ood.items() if not k.startswith("vanilla")}
+            ood = load(evals / other / f"{task.name}.parquet")
+            table[f"ood_trained_on_{other}"] = {k: v for k, v in paper_table(on_items(vanilla, ood), ood, seed).items()
+                                                if not k.startswith("vanilla")}
 
     write_json(protocol_metrics(vanilla, task.error_categories, seed), args.metrics_dir / f"baseline_{task.name}.json")
     write_json(protocol_metrics(trained, task.error_categories, seed), args.metrics_dir / f"eval_{task.name}.json")

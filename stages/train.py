@@ -31,7 +31,7 @@ from r3.errors import R3Error
 from r3.inference.server_backend import ServerBackend
 from r3.params import Params
 from r3.prompts import build_prompt
-from r3.tasks import get_task
+from r3.tasks import TASKS, get_task
 from r3.training.grpo import train_grpo
 from r3.training.plan import format_plan, plan_from_params
 from r3.training.rollout import METHODS, Query, Rollout, failure_queries
@@ -70,7 +70,16 @@ def main(args):
         temperature=temperature, top_p=top_p, seed=seed, bf16=t.get("bf16", bool),
         max_completion_length=(proto.reflection if method == "r3" else proto.attempt).max_new_tokens,
         lora=t.get("lora", dict) if t.get("lora.enabled", bool) else None)
-    token_budget = t.get("token_budget", (int, type(None)), None, min_value=1)
+    # one budget for every task, or one per task ({countdown: N, ...}: the GRPO control at R3's own cost)
+    token_budget = t.get("token_budget", (int, dict, type(None)), None)
+    if isinstance(token_budget, dict):
+        unknown = sorted(set(token_budget) - set(TASKS))
+        if unknown:
+            raise R3Error(f"params.yaml: field 'train.token_budget' names unknown task(s) {unknown}; "
+                          f"choose from {list(TASKS)}")
+        token_budget = t.get(f"token_budget.{task.name}", (int, type(None)), None, min_value=1)
+    elif token_budget is not None:
+        token_budget = t.get("token_budget", int, min_value=1)
     eval_every = t.get("eval_every", (int, type(None)), None)
     check_interval(eval_every, hparams["max_steps"])
     held_out = validation_items(p, task, args.data) if eval_every else None

@@ -255,6 +255,36 @@ def test_the_loss_normaliser_counts_only_tokens_with_an_advantage(tiny_model_dir
     assert expected.item() > 0 and tokens[2:].sum().item() > 0
 
 
+def test_micro_batches_without_an_advantage_are_not_computed(tiny_model_dir, tmp_path, tok, monkeypatch):
+    # query 0's reflections (GOOD, BAD) differ in reward, query 1's (GOOD, GOOD) do not: in micro-batches of one
+    # sequence, two of the four carry no advantage and no gradient, so their forward and backward are skipped,
+    # and the step ends with exactly the weights that computing them gives
+    def run(skip: bool, out: Path) -> tuple[dict, int, int]:
+        rollout = _rollout(tok, {GOOD: "RIGHT", BAD: "WRONG"}, reflections=(GOOD, BAD, GOOD, GOOD))
+        trainer = _trainer(tiny_model_dir, rollout, out, micro_batch_size=1, weight_decay=0.0)
+        if not skip:
+            monkeypatch.setattr(trainer, "_skips_zero_advantage", lambda: False)
+        forwards = []
+        trainer.model.register_forward_hook(lambda *a: forwards.append(torch.is_grad_enabled()))
+        trainer.train()
+        return _weights(trainer.model), sum(forwards), trainer.skipped_micro_batches
+
+    skipped, skipped_forwards, n_skipped = run(True, tmp_path / "skip")
+    computed, computed_forwards, n_computed = run(False, tmp_path / "compute")
+    assert (n_skipped, n_computed) == (2, 0)
+    assert (skipped_forwards, computed_forwards) == (2, 4)  # forwards with gradients: one per computed sequence
+    start = _weights(_trainer(tiny_model_dir, _rollout(tok, {GOOD: "RIGHT"}), tmp_path / "start").model)
+    assert any(not torch.equal(start[k], skipped[k]) for k in start)  # the informative sequences did train
+    assert all(torch.equal(skipped[k], computed[k]) for k in skipped)
+
+
+def test_zero_advantage_micro_batches_are_computed_when_the_loss_has_a_kl_term(tiny_model_dir, tmp_path, tok):
+    rollout = _rollout(tok, {GOOD: "RIGHT", BAD: "WRONG"}, reflections=(GOOD, BAD, GOOD, GOOD))
+    trainer = _trainer(tiny_model_dir, rollout, tmp_path, micro_batch_size=1, beta=0.1)
+    trainer.train()
+    assert trainer.skipped_micro_batches == 0  # the KL term has a gradient without an advantage
+
+
 def test_a_step_raises_the_rewarded_reflections_logprob(tiny_model_dir, tmp_path, tok):
     rollout = _rollout(tok, {GOOD: "RIGHT", BAD: "WRONG"})
     trainer = _trainer(tiny_model_dir, rollout, tmp_path, learning_rate=1e-2)

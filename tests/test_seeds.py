@@ -189,3 +189,68 @@ def test_results_stage_writes_the_minimum_detectable_effects(tmp_path):
     assert table["delta_second"] == 0.5 and table["n"] == 4  # the existing keys stay
     assert table["mde_first"] == round(Z * 0.5 / 2, 4)  # diffs 0, 1, 0, 0: sd 0.5
     assert table["mde_second"] == round(Z * math.sqrt(1 / 3) / 2, 4)  # diffs 0, 1, 1, 0
+
+
+def test_control_queues_grpo_at_each_seeds_r3_token_count():
+    exps = {"r3-a": {"seed": 0, "train.method": "r3", "tasks": ["countdown", "function_calling"],
+                     "train.max_steps": 8},
+            "r3-b": {"seed": 1, "train.method": "r3", "tasks": ["countdown", "function_calling"],
+                     "train.max_steps": 8},
+            "other": {"seed": 0, "train.method": "grpo", "tasks": ["countdown"], "train.max_steps": 8}}
+    tokens = {("r3-a", "countdown"): 1500, ("r3-a", "function_calling"): 900,
+              ("r3-b", "countdown"): 1700, ("r3-b", "function_calling"): 800}
+
+    def read_json(path, rev):
+        task = path.removeprefix("data/metrics/train_r3_").removesuffix(".json")
+        return {"generated_tokens": tokens[(rev, task)]}
+
+    budgets, steps = seeds_tool.r3_budgets(exps, None, read_json)
+    assert budgets == {0: {"countdown": 1500, "function_calling": 900}, 1: {"countdown": 1700, "function_calling": 800}}
+    assert steps == 8
+    assert seeds_tool.r3_budgets(exps, [1], read_json)[0] == {1: {"countdown": 1700, "function_calling": 800}}
+    [cmd] = seeds_tool.control_commands({1: budgets[1]}, 64, ["train.lora.enabled=true"])
+    assert cmd == ["dvc", "exp", "run", "--queue", "-n", "grpo-seed1", "-S", "seed=1", "-S", "train.method=grpo",
+                   "-S", "train.token_budget={countdown: 1700, function_calling: 800}", "-S", "train.max_steps=64",
+                   "-S", "train.lora.enabled=true"]
+    assert yaml.safe_load(cmd[11].split("=", 1)[1]) == {"countdown": 1700, "function_calling": 800}
+    with pytest.raises(seeds_tool.PoolError, match=r"seed\(s\) \[2\]"):
+        seeds_tool.r3_budgets(exps, [1, 2], read_json)
+    with pytest.raises(seeds_tool.PoolError, match="no generated_tokens"):
+        seeds_tool.r3_budgets(exps, [0], lambda path, rev: {})
+
+
+def test_control_rejects_a_bad_seed_or_an_override_the_tool_sets_in_one_line(tmp_path):
+    proc = _seeds_cli(tmp_path, "control", "--seeds", "x", "--dry-run")
+    assert (proc.returncode, proc.stderr.splitlines(), proc.stdout) == (1, ["error: --seeds: 'x' is not an integer"],
+                                                                        "")
+    proc = _seeds_cli(tmp_path, "control", "-S", "train.token_budget=5", "--dry-run")
+    assert proc.returncode == 1 and proc.stderr.startswith("error: -S train.token_budget=5: expected key=value other")
+    assert len(proc.stderr.splitlines()) == 1 and proc.stdout == ""
+
+
+def test_seeds_of_a_method_may_differ_only_in_seed_and_the_controls_budget():
+    base = {"train.method": "grpo", "train.lr": 1e-5}
+    exps = {"g0": {**base, "seed": 0, "train.token_budget.countdown": 10},
+            "g1": {**base, "seed": 1, "train.token_budget.countdown": 12}}
+    assert seeds_tool.by_method(exps) == {"grpo": {0: "g0", 1: "g1"}}
+    exps["g1"]["train.lr"] = 1e-4
+    with pytest.raises(seeds_tool.PoolError, match=r"differ in \['train.lr'\]"):
+        seeds_tool.by_method(exps)
+
+
+def test_r3_against_the_control_pairs_the_trained_models_by_item_and_seed():
+    def aligned(vanilla_second, trained_second):
+        ids = ["a", "b", "c", "d"]
+        return seeds_tool.align(_frame(ids, [0] * 4, vanilla_second), _frame(ids, [0] * 4, trained_second))
+
+    r3 = {0: ("r3-0", aligned([0, 0, 0, 0], [1, 1, 0, 0])), 1: ("r3-1", aligned([0, 0, 0, 0], [1, 0, 0, 0]))}
+    grpo = {0: ("g-0", aligned([0, 0, 0, 0], [1, 0, 0, 0])), 1: ("g-1", aligned([0, 0, 0, 0], [1, 0, 0, 1])),
+            2: ("g-2", aligned([0, 0, 0, 0], [0, 0, 0, 0]))}
+    summary = seeds_tool.compare_methods(r3, grpo)
+    assert summary["seeds"] == [0, 1]  # seed 2 has no r3 run
+    rows = {r["seed"]: r for r in summary["per_seed"]}
+    assert (rows[0]["vanilla_second"], rows[0]["trained_second"], rows[0]["delta"]) == (0.25, 0.5, 0.25)
+    assert (rows[1]["vanilla_second"], rows[1]["trained_second"], rows[1]["delta"]) == (0.5, 0.25, -0.25)
+    assert summary["pooled"]["delta"] == 0.0
+    with pytest.raises(seeds_tool.PoolError, match="share no seed"):
+        seeds_tool.compare_methods({5: r3[0]}, grpo)

@@ -1,6 +1,7 @@
 """Each stage script on a tiny profile: outputs, schemas, metrics, and clean failures on bad input."""
 
 import argparse
+import hashlib
 import json
 import re
 import shutil
@@ -132,16 +133,16 @@ class PuzzleBackend:
         return out
 
 
-def _run(tmp_path, monkeypatch, stage, backend, split="test", **params):
+def _run(tmp_path, monkeypatch, stage, backend, split="test", trained_on=None, **params):
     p = tiny_params("scripted")
     for section, values in params.items():
-        p[section].update(values)
+        p[section] = {**p[section], **values} if isinstance(values, dict) else values
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     used = []
     monkeypatch.setattr(configs, "backend", lambda _p, policy, model=None: used.append(policy) or backend)
     args = argparse.Namespace(params=str(tmp_path / "params.yaml"), task="countdown", policy="raw", model=None,
-                              split=split, data=str(tmp_path / "countdown.parquet"), out=str(tmp_path / "out.parquet"),
-                              metrics=str(tmp_path / "out.json"))
+                              trained_on=trained_on, split=split, data=str(tmp_path / "countdown.parquet"),
+                              out=str(tmp_path / "out.parquet"), metrics=str(tmp_path / "out.json"))
     load_script(ROOT / "stages" / f"{stage}.py").main(args)
     return pd.read_parquet(args.out), json.loads(Path(args.metrics).read_text()), used
 
@@ -179,6 +180,25 @@ def test_baseline_measures_the_validation_split_when_asked(tmp_path, monkeypatch
     df, metrics, _ = _run(tmp_path, monkeypatch, "baseline", PuzzleBackend(first), split="validation")
     assert list(df["id"]) == ["validation-0", "validation-1"] and set(df["split"]) == {"validation"}
     assert (metrics["n"], metrics["first_try_acc"]) == (2, 1.0)
+
+
+@pytest.mark.parametrize("starting_policy, trained_on, reference", [
+    ("primed", None, True),  # the raw model's baseline beside the primed starting policy: a reference row
+    ("raw", None, False),  # the raw model is the starting policy: compared, on every item
+    ("primed", "countdown", False),  # the model trained on this task: compared
+    ("primed", "function_calling", True),  # trained on the other task: the forgetting check, a reference row
+])
+def test_a_reference_run_measures_the_reference_items_drawn_by_id_hash(tmp_path, monkeypatch, starting_policy,
+                                                                        trained_on, reference):
+    _countdown_data(tmp_path, {"train": TEST_PUZZLES[:1], "test": TEST_PUZZLES})
+    first = {_puzzle(f"numbers {n} equals {t}"): f"<answer>{s}</answer>" for n, t, s in TEST_PUZZLES}
+    df, metrics, _ = _run(tmp_path, monkeypatch, "baseline", PuzzleBackend(first), trained_on=trained_on,
+                          policy=starting_policy, baseline={"reference_items": 2})
+    ids = [f"test-{i}" for i in range(6)]
+    by_hash = sorted(ids, key=lambda i: hashlib.sha256(i.encode()).hexdigest())
+    expected = sorted(by_hash[:2]) if reference else ids
+    assert sorted(by_hash[:2]) != ids[:2]  # the hash order is not the id order
+    assert list(df["id"]) == expected and metrics["n"] == len(expected)
 
 
 class DyingBackend:

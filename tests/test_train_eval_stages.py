@@ -179,6 +179,24 @@ def test_results_stage_writes_the_paper_table(workdir):
     assert json.loads((workdir / "m/baseline_countdown.json").read_text())["first_try_acc"] == 0.25
 
 
+def test_results_compares_a_reference_run_with_the_vanilla_policy_on_the_items_it_covers(workdir):
+    # the model trained on function calling was evaluated on items 1 and 2 only (baseline.reference_items)
+    def write(path, records):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{**r, "first_category": "correct" if r["first_correct"] else "missed_target", "retry": None,
+                 "retry_correct": None, "retry_category": None, "reflection_tokens": None} for r in records]
+        pd.DataFrame(rows).astype({"first_correct": bool, "second_correct": bool}).to_parquet(path)
+
+    write(workdir / "b/primed/countdown.parquet", _records([1, 0, 0, 1], [1, 0, 0, 1]))
+    write(workdir / "e/countdown/countdown.parquet", _records([1, 0, 0, 1], [1, 0, 0, 1]))
+    write(workdir / "e/function_calling/countdown.parquet", _records([1, 1, 0, 1], [1, 1, 1, 1])[1:3])
+    proc = run_stage(workdir, "results.py", "--task", "countdown", "--baseline", "b", "--eval", "e",
+                     "--metrics-dir", "m")
+    assert proc.returncode == 0, proc.stderr
+    ood = json.loads((workdir / "m/table_countdown.json").read_text())["ood_trained_on_function_calling"]
+    assert (ood["n"], ood["trained_first"], ood["delta_first"], ood["delta_second"]) == (2, 0.5, 0.5, 1.0)
+
+
 def test_train_stage_logs_behaviours_and_a_validation_curve(workdir):
     """Every step logs the four behaviour shares; train.eval_every=1 measures validation at steps 0, 1, 2."""
     from r3.analysis.behaviours import BEHAVIOURS

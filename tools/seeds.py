@@ -3,16 +3,23 @@
     python tools/seeds.py queue --seeds 0 1 2 [-S key=value ...] [--dry-run]
         runs `dvc exp run --queue -S seed=<s> [-S key=value ...]` once per seed (--dry-run: only prints them);
         then `dvc queue start` runs the queue.
+    python tools/seeds.py control [--seeds 0 1 2] [--max-steps N] [-S key=value ...] [--dry-run]
+        the plain-GRPO control at R3's cost: for each finished r3 experiment of HEAD (those seeds), queues
+        `-S seed=<s> -S train.method=grpo -S train.token_budget={<task>: R3's generated tokens, ...}` with
+        train.max_steps raised (--max-steps, default 8 x R3's) so that the budget, not the step count, stops it:
+        each control stops at the first step that reaches its R3 run's generated-token count (train_r3_<task>.json)
     python tools/seeds.py pool [--task countdown] [--exps NAME ...]
         reads, for each experiment (default: every finished experiment of HEAD in `dvc exp show --json`), the
         per-item records of the vanilla policy (data/baseline/<policy>/<task>.parquet) and of the model trained
         on the task (data/eval/<task>/<task>.parquet) with dvc.api, pairs them by item id, and prints one
         markdown table per train.method: each seed's 2nd-try accuracies and delta, and the pooled delta over
         seeds with a 95% CI (two-level bootstrap: items and seeds, r3.metrics.pooled_paired_delta) and its
-        minimum detectable effect (80% power, alpha 0.05).
+        minimum detectable effect (80% power, alpha 0.05). With both methods present, a third table pairs
+        them: R3-trained minus GRPO-trained 2nd try, item by item, over the seeds both ran.
 
 Pooling pairs items across seeds, so every seed of a method must be evaluated on the same test items; the
-tool stops with an error otherwise. The experiments of one method must differ in nothing but `seed`.
+tool stops with an error otherwise. The experiments of one method must differ in nothing but `seed` (and, for the
+control, its per-seed `train.token_budget`).
 """
 
 from __future__ import annotations
@@ -56,6 +63,44 @@ def queue_commands(seeds: list[int], sets: list[str]) -> list[list[str]]:
     """One `dvc exp run --queue` per seed, with the extra `-S key=value` overrides."""
     extra = [arg for kv in sets for arg in ("-S", kv)]
     return [["dvc", "exp", "run", "--queue", "-S", f"seed={s}", *extra] for s in seeds]
+
+
+def control_commands(budgets: dict[int, dict[str, int]], max_steps: int, sets: list[str]) -> list[list[str]]:
+    """One queued plain-GRPO experiment per seed, stopped by the generated-token budget of that seed's R3 run
+    (`budgets[seed][task]`); `max_steps` only caps it."""
+    extra = [arg for kv in sets for arg in ("-S", kv)]
+    cmds = []
+    for seed, per_task in sorted(budgets.items()):
+        budget = "{" + ", ".join(f"{task}: {n}" for task, n in sorted(per_task.items())) + "}"
+        cmds.append(["dvc", "exp", "run", "--queue", "-n", f"grpo-seed{seed}", "-S", f"seed={seed}",
+                     "-S", "train.method=grpo", "-S", f"train.token_budget={budget}",
+                     "-S", f"train.max_steps={max_steps}", *extra])
+    return cmds
+
+
+def r3_budgets(exps: dict[str, dict], seeds: list[int] | None, read_json) -> tuple[dict[int, dict[str, int]], int]:
+    """{seed: {task: generated tokens}} of the finished r3 experiments (of `seeds`, default all), and their
+    largest train.max_steps. `read_json(path, experiment)` reads a committed metrics file of an experiment."""
+    runs = {params["seed"]: name for name, params in exps.items()
+            if params.get("train.method") == "r3" and isinstance(params.get("seed"), int)}
+    missing = sorted(set(seeds or []) - set(runs))
+    if missing:
+        raise PoolError(f"no finished r3 experiment of HEAD for seed(s) {missing} (queue them first: seeds.py queue)")
+    if not runs:
+        raise PoolError("no finished r3 experiment of HEAD to take the control's budget from (seeds.py queue)")
+    budgets, steps = {}, 0
+    for seed in sorted(seeds or runs):
+        name, params = runs[seed], exps[runs[seed]]
+        tasks = params.get("tasks") or []
+        budgets[seed] = {}
+        for task in tasks:
+            metrics = read_json(f"data/metrics/train_r3_{task}.json", name)
+            tokens = metrics.get("generated_tokens")
+            if not isinstance(tokens, int) or tokens < 1:
+                raise PoolError(f"{name}: data/metrics/train_r3_{task}.json has no generated_tokens count")
+            budgets[seed][task] = tokens
+        steps = max(steps, int(params.get("train.max_steps") or 0))
+    return budgets, steps
 
 
 def head_experiments(shown: list[dict]) -> dict[str, dict]:
@@ -122,6 +167,24 @@ def summarise(runs: dict[int, tuple[str, pd.DataFrame]], seed: int = 0) -> dict:
                        "delta": pooled["delta"], "ci95": pooled["ci95"], "mde": minimum_detectable_effect(item_diffs)}}
 
 
+def compare_methods(r3: dict[int, tuple[str, pd.DataFrame]], grpo: dict[int, tuple[str, pd.DataFrame]],
+                    seed: int = 0) -> dict:
+    """R3-trained vs GRPO-trained 2nd try, paired by item over the seeds both methods ran (the control as the
+    `before` side: a positive delta favours R3)."""
+    seeds = sorted(set(r3) & set(grpo))
+    if not seeds:
+        raise PoolError("r3 and grpo share no seed; run the control on the seeds of the r3 experiments")
+    runs = {}
+    for s in seeds:
+        a, b = r3[s][1], grpo[s][1]
+        if list(a["id"]) != list(b["id"]):
+            raise PoolError(f"seed {s}: the r3 and grpo models were evaluated on different test items")
+        frame = pd.DataFrame({"id": a["id"], "vanilla_first": b["trained_first"], "vanilla_second": b["trained_second"],
+                              "trained_first": a["trained_first"], "trained_second": a["trained_second"]})
+        runs[s] = (f"{r3[s][0]} vs {grpo[s][0]}", frame)
+    return summarise(runs, seed)
+
+
 def _mean(values: list[float]) -> float:
     return round(sum(values) / len(values), 4)
 
@@ -151,13 +214,89 @@ def _delta(row: dict) -> str:
 
 
 def _read_records(path: str, rev: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(_read(path, rev)))
+
+
+def _read_json(path: str, rev: str) -> dict:
+    return json.loads(_read(path, rev))
+
+
+def _read(path: str, rev: str) -> bytes:
     import dvc.api
 
     try:
         with dvc.api.open(path, rev=rev, mode="rb") as f:
-            return pd.read_parquet(io.BytesIO(f.read()))
+            return f.read()
     except Exception as exc:  # dvc raises many kinds: missing file, missing cache, unknown rev
         raise PoolError(f"{rev}: cannot read {path} ({type(exc).__name__}: {exc})") from None
+
+
+def finished_experiments(names: list[str] | None) -> dict[str, dict]:
+    """{name: flattened params}: the named experiments, or every finished experiment of HEAD."""
+    if names:
+        import dvc.api
+
+        return {name: flatten(dvc.api.params_show("params.yaml", rev=name)) for name in names}
+    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--hide-queued", "--hide-failed"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise PoolError(f"`dvc exp show` failed: {proc.stderr.strip().splitlines()[-1:]}")
+    exps = head_experiments(json.loads(proc.stdout))
+    if not exps:
+        raise PoolError("no finished experiment of HEAD (dvc exp show); queue some with `seeds.py queue`")
+    return exps
+
+
+# params that may differ between the seeds of one method: the seed, and the control's per-seed budget
+PER_SEED = ("seed", "train.token_budget")
+
+
+def by_method(exps: dict[str, dict]) -> dict[str, dict[int, str]]:
+    """{method: {seed: experiment}}, checking that the seeds of a method differ in nothing else."""
+    out: dict[str, dict[int, str]] = {}
+    for name, params in exps.items():
+        method, seed = params.get("train.method"), params.get("seed")
+        if not isinstance(seed, int) or not isinstance(method, str):
+            raise PoolError(f"{name}: params.yaml lacks an integer `seed` or a `train.method`")
+        if seed in out.setdefault(method, {}):
+            raise PoolError(f"{out[method][seed]} and {name} are both {method} with seed {seed}; "
+                            f"choose one with --exps")
+        out[method][seed] = name
+    for method, names in sorted(out.items()):
+        keys = {k for name in names.values() for k in exps[name]}
+        keys = {k for k in keys if not any(k == p or k.startswith(p + ".") for p in PER_SEED)}
+        differ = sorted(k for k in keys if len({json.dumps(exps[name].get(k)) for name in names.values()}) > 1)
+        if differ:
+            raise PoolError(f"the {method} experiments differ in {differ} besides seed; choose them with --exps")
+    return out
+
+
+def pool(exps: dict[str, dict], task: str) -> None:
+    runs_of: dict[str, dict[int, tuple[str, pd.DataFrame]]] = {}
+    policy = None
+    for method, names in sorted(by_method(exps).items()):
+        policy = exps[names[min(names)]].get("policy")
+        runs = {}
+        for seed, name in names.items():
+            vanilla = _read_records(f"data/baseline/{policy}/{task}.parquet", name)
+            trained = _read_records(f"data/eval/{task}/{task}.parquet", name)
+            try:
+                runs[seed] = (name, align(vanilla, trained))
+            except PoolError as exc:
+                raise PoolError(f"{name}: {exc}") from None
+        try:
+            summary = summarise(runs)
+        except PoolError as exc:
+            raise PoolError(f"{method}: {exc}") from None
+        runs_of[method] = runs
+        print(f"\n### {method} on {task}: {len(runs)} seeds, {summary['n_items']} items "
+              f"(accuracy %, Δ = trained − vanilla {policy}, paired; MDE: 80% power, α 0.05)\n")
+        print(markdown(summary))
+    if "r3" in runs_of and "grpo" in runs_of:
+        summary = compare_methods(runs_of["r3"], runs_of["grpo"])
+        print(f"\n### r3 vs the grpo control on {task}: {len(summary['seeds'])} seeds, {summary['n_items']} items "
+              f"(the 'vanilla' column is the GRPO-trained model; Δ = R3-trained − GRPO-trained, paired)\n")
+        print(markdown(summary))
 
 
 def main() -> None:
@@ -165,77 +304,48 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("queue", help="queue one experiment per seed")
     q.add_argument("--seeds", nargs="+", required=True, metavar="SEED", help="integer training seeds")
-    q.add_argument("-S", "--set-param", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="an extra param override for every seed (repeatable)")
-    q.add_argument("--dry-run", action="store_true", help="only print the commands")
+    c = sub.add_parser("control", help="queue the plain-GRPO control of each finished r3 seed, at its token cost")
+    c.add_argument("--seeds", nargs="+", metavar="SEED", help="integer seeds (default: every finished r3 seed)")
+    c.add_argument("--max-steps", type=int, metavar="N", help="the control's step cap (default: 8 x R3's)")
+    for sp in (q, c):
+        sp.add_argument("-S", "--set-param", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra param override for every seed (repeatable)")
+        sp.add_argument("--dry-run", action="store_true", help="only print the commands")
     p = sub.add_parser("pool", help="pool the paired deltas of the seeds of each method")
     p.add_argument("--task", default="countdown", help="the task the models were trained and evaluated on")
     p.add_argument("--exps", nargs="+", metavar="NAME", help="these experiments (default: every one of HEAD)")
     args = parser.parse_args()
 
-    if args.command == "queue":
+    try:
+        if args.command == "pool":
+            pool(finished_experiments(args.exps), args.task)
+            return
         try:
-            seeds = parse_seeds(args.seeds)
+            seeds = parse_seeds(args.seeds) if args.seeds else None
         except ValueError as exc:
             sys.exit(f"error: --seeds: {exc}")
+        reserved = ("seed",) if args.command == "queue" else ("seed", "train.method", "train.token_budget",
+                                                              "train.max_steps")
         for kv in args.sets:
-            if "=" not in kv or kv.split("=", 1)[0].strip() == "seed":
-                sys.exit(f"error: -S {kv}: expected key=value other than seed (the seeds come from --seeds)")
-        for cmd in queue_commands(seeds, args.sets):
-            print(shlex.join(cmd), flush=True)
-            if not args.dry_run:
-                proc = subprocess.run([sys.executable, "-m", *cmd])
-                if proc.returncode:
-                    sys.exit(f"error: queue: `{shlex.join(cmd)}` failed (exit {proc.returncode})")
-        if not args.dry_run:
-            print("queued; run them with: dvc queue start", file=sys.stderr)
-        return
-
-    try:
-        if args.exps:
-            import dvc.api
-
-            exps = {name: flatten(dvc.api.params_show("params.yaml", rev=name)) for name in args.exps}
+            if "=" not in kv or kv.split("=", 1)[0].strip() in reserved:
+                sys.exit(f"error: -S {kv}: expected key=value other than {', '.join(reserved)} (set by the tool)")
+        if args.command == "queue":
+            cmds = queue_commands(seeds, args.sets)
         else:
-            proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--hide-queued",
-                                   "--hide-failed"], capture_output=True, text=True)
-            if proc.returncode:
-                raise PoolError(f"`dvc exp show` failed: {proc.stderr.strip().splitlines()[-1:]}")
-            exps = head_experiments(json.loads(proc.stdout))
-        if not exps:
-            raise PoolError("no finished experiment of HEAD (dvc exp show); queue some with `seeds.py queue`")
-        by_method: dict[str, dict[int, str]] = {}
-        for name, params in exps.items():
-            method, seed = params.get("train.method"), params.get("seed")
-            if not isinstance(seed, int) or not isinstance(method, str):
-                raise PoolError(f"{name}: params.yaml lacks an integer `seed` or a `train.method`")
-            if seed in by_method.setdefault(method, {}):
-                raise PoolError(f"{by_method[method][seed]} and {name} are both {method} with seed {seed}; "
-                                f"choose one with --exps")
-            by_method[method][seed] = name
-        for method, names in sorted(by_method.items()):
-            keys = {k for name in names.values() for k in exps[name]} - {"seed"}
-            differ = sorted(k for k in keys if len({json.dumps(exps[name].get(k)) for name in names.values()}) > 1)
-            if differ:
-                raise PoolError(f"the {method} experiments differ in {differ} besides seed; choose them with --exps")
-            policy = exps[names[min(names)]].get("policy")
-            runs = {}
-            for seed, name in names.items():
-                vanilla = _read_records(f"data/baseline/{policy}/{args.task}.parquet", name)
-                trained = _read_records(f"data/eval/{args.task}/{args.task}.parquet", name)
-                try:
-                    runs[seed] = (name, align(vanilla, trained))
-                except PoolError as exc:
-                    raise PoolError(f"{name}: {exc}") from None
-            try:
-                summary = summarise(runs)
-            except PoolError as exc:
-                raise PoolError(f"{method}: {exc}") from None
-            print(f"\n### {method} on {args.task}: {len(runs)} seeds, {summary['n_items']} items "
-                  f"(accuracy %, Δ = trained − vanilla {policy}, paired; MDE: 80% power, α 0.05)\n")
-            print(markdown(summary))
+            if args.max_steps is not None and args.max_steps < 1:
+                sys.exit(f"error: --max-steps: {args.max_steps} is not a positive step count")
+            budgets, r3_steps = r3_budgets(finished_experiments(None), seeds, _read_json)
+            cmds = control_commands(budgets, args.max_steps or 8 * max(r3_steps, 1), args.sets)
     except PoolError as exc:
-        sys.exit(f"error: pool: {exc}")
+        sys.exit(f"error: {args.command}: {exc}")
+    for cmd in cmds:
+        print(shlex.join(cmd), flush=True)
+        if not args.dry_run:
+            proc = subprocess.run([sys.executable, "-m", *cmd])
+            if proc.returncode:
+                sys.exit(f"error: {args.command}: `{shlex.join(cmd)}` failed (exit {proc.returncode})")
+    if not args.dry_run:
+        print("queued; run them with: dvc queue start", file=sys.stderr)
 
 
 if __name__ == "__main__":

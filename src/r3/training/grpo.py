@@ -153,11 +153,27 @@ def signal_only_trainer(base: type) -> type:
     - The token-level normaliser (`num_items_in_batch`, loss types dapo/cispo) counts only the completion
       tokens of sequences with a non-zero advantage: zero-variance groups add nothing to the loss's sum and
       no longer dilute the informative groups in its denominator.
+    - A micro-batch whose sequences all have a zero advantage contributes exactly zero gradient when the loss
+      has no other term (`beta` 0, no entropy bonus, no MoE aux loss), so its forward and backward are not run
+      (`skipped_micro_batches`). On the CPU default most groups have no variance, so this is most of the
+      training compute. Only in a single process: under DDP every rank must run the backward that syncs.
     """
 
     class SignalOnlyGRPOTrainer(base):
         skipped_steps = 0
+        skipped_micro_batches = 0
         _has_signal = True
+
+        def _skips_zero_advantage(self) -> bool:
+            return (self.beta == 0.0 and not self._entropy_bonus_enabled and not self.aux_loss_enabled
+                    and self.accelerator.num_processes == 1)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self._skips_zero_advantage() and not inputs["advantages"].ne(0).any():
+                self.skipped_micro_batches += 1
+                # a zero with a graph of its own: the trainer's backward runs, no parameter gets a gradient
+                return torch.zeros((), requires_grad=True)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
         def _generate_and_score_completions(self, inputs):
             out = super()._generate_and_score_completions(inputs)
@@ -319,6 +335,7 @@ def train_grpo(model_dir: str | Path, rollout: Rollout, out_dir: str | Path, *,
         "retry_success": mean("r3/retry_success"), "copied_answer": mean("r3/copied_answer"),
         "repeated_attempt": mean("r3/repeated_attempt"),
         "skipped_steps": getattr(trainer, "skipped_steps", 0),
+        "skipped_micro_batches": getattr(trainer, "skipped_micro_batches", 0),
         "lora": lora, "processes": trainer.accelerator.num_processes, "peak_rss_gib": round(peak_rss_gib(), 3),
         "micro_batch_size": trainer.args.per_device_train_batch_size,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
