@@ -111,7 +111,10 @@ def test_queue_rejects_a_seed_that_is_not_an_integer_in_one_line(tmp_path):
 def test_queue_dry_run_prints_one_dvc_command_per_seed(tmp_path):
     proc = _seeds_cli(tmp_path, "queue", "--dry-run", "--seeds", "0", "1")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["dvc exp run --queue -S seed=0", "dvc exp run --queue -S seed=1"]
+    assert proc.stdout.splitlines() == ["dvc exp run --queue -n r3-seed0 -S seed=0",
+                                        "dvc exp run --queue -n r3-seed1 -S seed=1"]
+    proc = _seeds_cli(tmp_path, "queue", "--dry-run", "--seeds", "3", "-S", "train.method=grpo")
+    assert proc.stdout.splitlines() == ["dvc exp run --queue -n grpo-seed3 -S seed=3 -S train.method=grpo"]
     assert seeds_tool.queue_commands([5], ["train.method=grpo"]) == [
         ["dvc", "exp", "run", "--queue", "-S", "seed=5", "-S", "train.method=grpo"]]
 
@@ -254,3 +257,17 @@ def test_r3_against_the_control_pairs_the_trained_models_by_item_and_seed():
     assert summary["pooled"]["delta"] == 0.0
     with pytest.raises(seeds_tool.PoolError, match="share no seed"):
         seeds_tool.compare_methods({5: r3[0]}, grpo)
+
+
+def test_run_dry_run_prints_the_r3_experiments_it_would_run_first(tmp_path):
+    proc = _seeds_cli(tmp_path, "run", "--dry-run", "--seeds", "0", "2", "-S", "train.lora.enabled=true")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"dvc exp run --temp -n r3-seed{s} -S seed={s} -S train.lora.enabled=true -S train.method=r3" for s in (0, 2)]
+    proc = _seeds_cli(tmp_path, "run", "--dry-run", "--seeds", "0", "-S", "train.method=grpo")
+    assert proc.returncode == 1 and "expected key=value other than seed, train.method" in proc.stderr
+
+
+def test_only_the_tools_own_seed_experiments_are_pooled_by_default():
+    names = ["r3-seed0", "grpo-seed12", "variant-all_strategies", "exp-1a2b3", "r3-seed0-old"]
+    assert [n for n in names if seeds_tool.SEED_RUN.fullmatch(n)] == ["r3-seed0", "grpo-seed12"]

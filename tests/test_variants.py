@@ -119,3 +119,19 @@ def test_no_finished_variant_is_an_error(tmp_path):
     with pytest.raises(variants.VariantsError, match="no variant-<variant> experiment"):
         variants.report([], tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_exp_table_has_the_variant_as_a_column_and_the_metrics_dvc_shows():
+    rows = [{"name": f"variant-{v}", "rev": f"r{i}", "params": {"prime.mix.countdown.variant": v, "train.method": m,
+                                                                "prime.epochs": 1, "seed": 0},
+             "metrics": {"data/metrics/baseline_primed_countdown.json": {"first_try_acc": 0.1 * i},
+                         f"data/metrics/train_{m}_countdown.json": {"global_step": 16, "reward_mean": 0.5}}}
+            for i, (v, m) in enumerate((("empty_cot", "grpo"), ("all_strategies", "r3")))]
+    rows.append({"name": "r3-seed1", "rev": "x", "params": {"prime.mix.countdown.variant": "empty_cot"},
+                 "metrics": {}})
+    lines = variants.exp_table(rows).splitlines()
+    assert lines[0].startswith("| Experiment | prime.mix.countdown.variant | train.method | 1st try before RL |")
+    assert len(lines) == 2 + 2  # the seed experiment left out; VARIANTS order
+    assert lines[2].startswith("| variant-all_strategies | all_strategies | r3 | 0.1 | – | – | 0.5 |")
+    assert lines[3].startswith("| variant-empty_cot | empty_cot | grpo | 0.0 | – | – | 0.5 |")
+    assert lines[3].endswith("| 16 |")

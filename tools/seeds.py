@@ -1,15 +1,19 @@
 """Several training seeds of one setting: queue them, then pool their paired deltas (trained - vanilla, 2nd try).
 
     python tools/seeds.py queue --seeds 0 1 2 [-S key=value ...] [--dry-run]
-        runs `dvc exp run --queue -S seed=<s> [-S key=value ...]` once per seed (--dry-run: only prints them);
-        then `dvc queue start` runs the queue.
+        runs `dvc exp run --queue -n <method>-seed<s> -S seed=<s> [-S key=value ...]` once per seed (--dry-run:
+        only prints them); then `dvc queue start` runs the queue.
+    python tools/seeds.py run --seeds 0 1 2 [--no-control] [--max-steps N] [-S key=value ...] [--dry-run]
+        the whole experiment in the foreground, one command: `dvc exp run --temp -n r3-seed<s>` per seed, then the
+        plain-GRPO control of each seed at that seed's R3 cost (`grpo-seed<s>`, as `control` below), then the
+        pooled tables of every task (as `pool` below, over exactly these experiments)
     python tools/seeds.py control [--seeds 0 1 2] [--max-steps N] [-S key=value ...] [--dry-run]
         the plain-GRPO control at R3's cost: for each finished r3 experiment of HEAD (those seeds), queues
         `-S seed=<s> -S train.method=grpo -S train.token_budget={<task>: R3's generated tokens, ...}` with
         train.max_steps raised (--max-steps, default 8 x R3's) so that the budget, not the step count, stops it:
         each control stops at the first step that reaches its R3 run's generated-token count (train_r3_<task>.json)
     python tools/seeds.py pool [--task countdown] [--exps NAME ...]
-        reads, for each experiment (default: every finished experiment of HEAD in `dvc exp show --json`), the
+        reads, for each experiment (default: every finished <method>-seed<N> experiment of HEAD), the
         per-item records of the vanilla policy (data/baseline/<policy>/<task>.parquet) and of the model trained
         on the task (data/eval/<task>/<task>.parquet) with dvc.api, pairs them by item id, and prints one
         markdown table per train.method: each seed's 2nd-try accuracies and delta, and the pooled delta over
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -59,20 +64,24 @@ def parse_seeds(values: list[str]) -> list[int]:
     return seeds
 
 
-def queue_commands(seeds: list[int], sets: list[str]) -> list[list[str]]:
-    """One `dvc exp run --queue` per seed, with the extra `-S key=value` overrides."""
+def queue_commands(seeds: list[int], sets: list[str], mode: str = "--queue", prefix: str | None = None
+                   ) -> list[list[str]]:
+    """One `dvc exp run --queue` (mode `--temp`: run now, in a temporary copy) per seed, with the extra
+    `-S key=value` overrides; `prefix` names them `<prefix>-seed<s>`."""
     extra = [arg for kv in sets for arg in ("-S", kv)]
-    return [["dvc", "exp", "run", "--queue", "-S", f"seed={s}", *extra] for s in seeds]
+    return [["dvc", "exp", "run", mode, *(["-n", f"{prefix}-seed{s}"] if prefix else []), "-S", f"seed={s}", *extra]
+            for s in seeds]
 
 
-def control_commands(budgets: dict[int, dict[str, int]], max_steps: int, sets: list[str]) -> list[list[str]]:
-    """One queued plain-GRPO experiment per seed, stopped by the generated-token budget of that seed's R3 run
-    (`budgets[seed][task]`); `max_steps` only caps it."""
+def control_commands(budgets: dict[int, dict[str, int]], max_steps: int, sets: list[str], mode: str = "--queue"
+                     ) -> list[list[str]]:
+    """One queued (mode `--temp`: run now) plain-GRPO experiment per seed, stopped by the generated-token budget
+    of that seed's R3 run (`budgets[seed][task]`); `max_steps` only caps it."""
     extra = [arg for kv in sets for arg in ("-S", kv)]
     cmds = []
     for seed, per_task in sorted(budgets.items()):
         budget = "{" + ", ".join(f"{task}: {n}" for task, n in sorted(per_task.items())) + "}"
-        cmds.append(["dvc", "exp", "run", "--queue", "-n", f"grpo-seed{seed}", "-S", f"seed={seed}",
+        cmds.append(["dvc", "exp", "run", mode, "-n", f"grpo-seed{seed}", "-S", f"seed={seed}",
                      "-S", "train.method=grpo", "-S", f"train.token_budget={budget}",
                      "-S", f"train.max_steps={max_steps}", *extra])
     return cmds
@@ -232,7 +241,7 @@ def _read(path: str, rev: str) -> bytes:
 
 
 def finished_experiments(names: list[str] | None) -> dict[str, dict]:
-    """{name: flattened params}: the named experiments, or every finished experiment of HEAD."""
+    """{name: flattened params}: the named experiments, or every finished `<method>-seed<N>` experiment of HEAD."""
     if names:
         import dvc.api
 
@@ -241,10 +250,16 @@ def finished_experiments(names: list[str] | None) -> dict[str, dict]:
                           capture_output=True, text=True)
     if proc.returncode:
         raise PoolError(f"`dvc exp show` failed: {proc.stderr.strip().splitlines()[-1:]}")
-    exps = head_experiments(json.loads(proc.stdout))
+    exps = {name: params for name, params in head_experiments(json.loads(proc.stdout)).items()
+            if SEED_RUN.fullmatch(str(name))}
     if not exps:
-        raise PoolError("no finished experiment of HEAD (dvc exp show); queue some with `seeds.py queue`")
+        raise PoolError("no finished <method>-seed<N> experiment of HEAD (dvc exp show); run some with "
+                        "`seeds.py run` or `seeds.py queue`")
     return exps
+
+
+# the names this tool gives its experiments (others, such as tools/variants.py's, are left alone)
+SEED_RUN = re.compile(r"[\w.]+-seed\d+")
 
 
 # params that may differ between the seeds of one method: the seed, and the control's per-seed budget
@@ -304,10 +319,14 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("queue", help="queue one experiment per seed")
     q.add_argument("--seeds", nargs="+", required=True, metavar="SEED", help="integer training seeds")
+    r = sub.add_parser("run", help="run R3 for each seed, then the control at each seed's R3 cost, then pool")
+    r.add_argument("--seeds", nargs="+", required=True, metavar="SEED", help="integer training seeds")
+    r.add_argument("--no-control", action="store_true", help="only the R3 runs and their pooled table")
     c = sub.add_parser("control", help="queue the plain-GRPO control of each finished r3 seed, at its token cost")
     c.add_argument("--seeds", nargs="+", metavar="SEED", help="integer seeds (default: every finished r3 seed)")
-    c.add_argument("--max-steps", type=int, metavar="N", help="the control's step cap (default: 8 x R3's)")
-    for sp in (q, c):
+    for sp in (r, c):
+        sp.add_argument("--max-steps", type=int, metavar="N", help="the control's step cap (default: 8 x R3's)")
+    for sp in (q, r, c):
         sp.add_argument("-S", "--set-param", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra param override for every seed (repeatable)")
         sp.add_argument("--dry-run", action="store_true", help="only print the commands")
@@ -329,23 +348,46 @@ def main() -> None:
         for kv in args.sets:
             if "=" not in kv or kv.split("=", 1)[0].strip() in reserved:
                 sys.exit(f"error: -S {kv}: expected key=value other than {', '.join(reserved)} (set by the tool)")
+        if getattr(args, "max_steps", None) is not None and args.max_steps < 1:
+            sys.exit(f"error: --max-steps: {args.max_steps} is not a positive step count")
         if args.command == "queue":
-            cmds = queue_commands(seeds, args.sets)
-        else:
-            if args.max_steps is not None and args.max_steps < 1:
-                sys.exit(f"error: --max-steps: {args.max_steps} is not a positive step count")
+            method = next((kv.split("=", 1)[1].strip() for kv in reversed(args.sets)
+                           if kv.split("=", 1)[0].strip() == "train.method"), "r3")
+            execute(queue_commands(seeds, args.sets, prefix=method), args.dry_run, "queue")
+            if not args.dry_run:
+                print("queued; run them with: dvc queue start", file=sys.stderr)
+        elif args.command == "control":
             budgets, r3_steps = r3_budgets(finished_experiments(None), seeds, _read_json)
-            cmds = control_commands(budgets, args.max_steps or 8 * max(r3_steps, 1), args.sets)
+            execute(control_commands(budgets, args.max_steps or 8 * max(r3_steps, 1), args.sets), args.dry_run,
+                    "control")
+            if not args.dry_run:
+                print("queued; run them with: dvc queue start", file=sys.stderr)
+        else:  # run: everything in the foreground, each experiment in a temporary copy of the workspace
+            r3 = queue_commands(seeds, [*args.sets, "train.method=r3"], mode="--temp", prefix="r3")
+            execute(r3, args.dry_run, "run")
+            names = [f"r3-seed{s}" for s in seeds]
+            if not args.no_control and not args.dry_run:
+                exps = finished_experiments(names)
+                budgets, r3_steps = r3_budgets(exps, seeds, _read_json)
+                execute(control_commands(budgets, args.max_steps or 8 * max(r3_steps, 1), args.sets, mode="--temp"),
+                        False, "run")
+                names += [f"grpo-seed{s}" for s in seeds]
+            if not args.dry_run:
+                exps = finished_experiments(names)
+                for task in exps[names[0]].get("tasks") or []:
+                    pool(exps, task)
     except PoolError as exc:
         sys.exit(f"error: {args.command}: {exc}")
+
+
+def execute(cmds: list[list[str]], dry_run: bool, command: str) -> None:
+    """Print each dvc command and run it (unless `dry_run`); the first that fails ends the tool."""
     for cmd in cmds:
         print(shlex.join(cmd), flush=True)
-        if not args.dry_run:
+        if not dry_run:
             proc = subprocess.run([sys.executable, "-m", *cmd])
             if proc.returncode:
-                sys.exit(f"error: {args.command}: `{shlex.join(cmd)}` failed (exit {proc.returncode})")
-    if not args.dry_run:
-        print("queued; run them with: dvc queue start", file=sys.stderr)
+                sys.exit(f"error: {command}: `{shlex.join(cmd)}` failed (exit {proc.returncode})")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@
         the profile's overrides (configs/experiments/variants.yaml: CPU sizes, train.method=grpo, a validation
         curve every train.eval_every steps) and any extra -S; then `dvc queue start` runs them (one at a time
         on a 2-core machine: `dvc queue start -j 1`).
+    python tools/variants.py run [--variants NAME ...] [--profile FILE] [-S key=value ...] [--out DIR]
+        the whole experiment in one command: each variant's `dvc exp run --temp -n variant-<name>` in the
+        foreground, one after another, then `report`
     python tools/variants.py report [--json FILE] [--out reports/variants]
         reads the variant-<name> experiments from `dvc exp show --json` (and their committed metrics and
         DVCLive curves from git) and writes into --out: table.md (variant x first-try accuracy before / after
         RL with 95% CIs, behaviour rates at the first / last RL step, and a paragraph saying whether the run
-        supports the paper's claim), accuracy_vs_step.png, behaviours_vs_step.png and experiments.json (the
-        rows the report was made from).
+        supports the paper's claim), accuracy_vs_step.png, behaviours_vs_step.png, exp_show.md (the `dvc exp
+        show` view of the variant experiments: the variant as a column, the params that differ, the metrics
+        the comparison reads) and experiments.json (the rows the report was made from).
 
 Before RL is the primed policy on the test split (baseline stage); after RL, the trained model on the same
 items (evaluate stage); the curve is first-try accuracy on validation items during RL (train.eval_every); the
@@ -99,9 +103,9 @@ def check_steps(values: dict[str, str], params_file: Path) -> None:
         raise VariantsError(f"train.eval_every={every} must lie in [1, train.max_steps={steps}]")
 
 
-def queue_commands(variants: list[str], values: dict[str, str]) -> list[list[str]]:
+def queue_commands(variants: list[str], values: dict[str, str], mode: str = "--queue") -> list[list[str]]:
     extra = [arg for key, value in values.items() for arg in ("-S", f"{key}={value}")]
-    return [["dvc", "exp", "run", "--queue", "-n", f"{PREFIX}{v}", "-S", f"prime.mix.countdown.variant={v}", *extra]
+    return [["dvc", "exp", "run", mode, "-n", f"{PREFIX}{v}", "-S", f"prime.mix.countdown.variant={v}", *extra]
             for v in variants]
 
 
@@ -239,6 +243,37 @@ def figures(results: list[dict], out: Path) -> list[str]:
     return ["accuracy_vs_step.png", "behaviours_vs_step.png"]
 
 
+EXP_METRICS = (("1st try before RL", "data/metrics/baseline_primed_countdown.json", "first_try_acc"),
+               ("1st try after RL", "data/metrics/eval_{method}-countdown_countdown.json", "first_try_acc"),
+               ("val. 1st try, last step", "data/metrics/train_{method}_countdown.json", "validation_last"),
+               ("reward", "data/metrics/train_{method}_countdown.json", "reward_mean"),
+               ("zero-variance groups", "data/metrics/train_{method}_countdown.json", "frac_reward_zero_std"),
+               ("RL steps", "data/metrics/train_{method}_countdown.json", "global_step"))
+
+
+def exp_table(rows: list[dict]) -> str:
+    """The `dvc exp show` view of the variant experiments: one row each, the params that differ between
+    them (the variant first) and the metrics the comparison reads, as markdown."""
+    rows = [r for r in rows if str(r["name"]).startswith(PREFIX)
+            and r["params"].get("prime.mix.countdown.variant") in VARIANTS]
+    rows.sort(key=lambda r: VARIANTS.index(r["params"]["prime.mix.countdown.variant"]))
+    keys = sorted({k for r in rows for k in r["params"]})
+    shown = ("prime.mix.countdown.variant", "train.method")
+    varying = ["prime.mix.countdown.variant", *(k for k in keys if k not in shown
+                                                and len({json.dumps(r["params"].get(k)) for r in rows}) > 1)]
+    header = ["Experiment", *varying, "train.method", *(label for label, _, _ in EXP_METRICS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        method = r["params"].get("train.method", "grpo")
+        values = []
+        for _, path, key in EXP_METRICS:
+            value = (r["metrics"].get(path.format(method=method)) or {}).get(key)
+            values.append("–" if value is None else str(value))
+        lines.append("| " + " | ".join([r["name"], *(str(r["params"].get(k)) for k in varying), method, *values])
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
 def report(results: list[dict], out: Path) -> str:
     """Write the report files into `out`; return the markdown."""
     if not results:
@@ -266,26 +301,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("queue", help="queue one experiment per variant")
-    q.add_argument("--variants", nargs="+", help=f"default: all six ({', '.join(VARIANTS)})")
-    q.add_argument("--profile", type=Path, default=PROFILE, help="overrides as data (default: %(default)s)")
-    q.add_argument("-S", "--set", dest="sets", action="append", default=[], help="extra key=value override")
-    q.add_argument("--dry-run", action="store_true", help="print the commands only")
+    run = sub.add_parser("run", help="run every variant now, one after another, then write the report")
     r = sub.add_parser("report", help="the comparison of the finished variant experiments")
+    for sp in (q, run):
+        sp.add_argument("--variants", nargs="+", help=f"default: all six ({', '.join(VARIANTS)})")
+        sp.add_argument("--profile", type=Path, default=PROFILE, help="overrides as data (default: %(default)s)")
+        sp.add_argument("-S", "--set", dest="sets", action="append", default=[], help="extra key=value override")
+        sp.add_argument("--dry-run", action="store_true", help="print the commands only")
+    for sp in (run, r):
+        sp.add_argument("--out", type=Path, default=ROOT / "reports" / "variants", help="the report's folder")
     r.add_argument("--json", help="a saved `dvc exp show --json` (default: run it now)")
-    r.add_argument("--out", type=Path, default=ROOT / "reports" / "variants")
     args = parser.parse_args()
     try:
-        if args.command == "queue":
+        if args.command in ("queue", "run"):
             values = overrides(load_profile(args.profile), args.sets)
             check_steps(values, ROOT / "params.yaml")
-            for cmd in queue_commands(parse_variants(args.variants), values):
-                print(shlex.join(cmd))
+            # run: each experiment now, in a temporary copy of the workspace (dvc exp run --temp)
+            mode = "--queue" if args.command == "queue" else "--temp"
+            for cmd in queue_commands(parse_variants(args.variants), values, mode):
+                print(shlex.join(cmd), flush=True)
                 if not args.dry_run and subprocess.run([sys.executable, "-m", *cmd]).returncode:
                     raise VariantsError(f"`{shlex.join(cmd)}` failed")
-            if not args.dry_run:
+            if args.dry_run:
+                return
+            if args.command == "queue":
                 print("queued; run them with: dvc queue start -j 1")
-            return
-        if args.json:
+                return
+        if getattr(args, "json", None):
             shown = json.loads(Path(args.json).read_text(encoding="utf-8"))
         else:
             proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--hide-queued"],
@@ -293,7 +335,9 @@ def main() -> None:
             if proc.returncode:
                 raise VariantsError(f"`dvc exp show` failed: {proc.stderr.strip().splitlines()[-1:]}")
             shown = json.loads(proc.stdout)
-        print(report(collect(experiments(shown)), args.out))
+        rows = experiments(shown)
+        print(report(collect(rows), args.out))
+        (args.out / "exp_show.md").write_text(exp_table(rows), encoding="utf-8")
     except VariantsError as e:
         sys.exit(f"error: variants: {e}")
 

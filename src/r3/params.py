@@ -28,6 +28,11 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def load_yaml(text: str) -> Any:
+    """A YAML text read as params.yaml is read (YAML 1.2 floats such as `1e-4`)."""
+    return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+
+
 class Params:
     """A read-only view of a params mapping that validates every field it hands out."""
 
