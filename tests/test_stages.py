@@ -252,9 +252,9 @@ def test_failure_set_keeps_exactly_the_queries_the_policy_names(tmp_path, monkey
     backend = _puzzle_backend()
     df, metrics, used = _run(tmp_path, monkeypatch, "failures", backend, train={"queries_per_step": 1},
                              failures={"queries": 5, "samples": 4, "keep": policy, "pass_rate": [0.25, 0.5],
-                                       "attempt": "sampled"})
+                                       "attempt": "sampled", "temperature": 0.9})
 
-    assert used == ["primed"] and [(n, p.n, p.temperature) for n, p in backend.calls] == [(5, 4, 1.0)]
+    assert used == ["primed"] and [(n, p.n, p.temperature) for n, p in backend.calls] == [(5, 4, 0.9)]
     assert list(df["id"]) == [f"train-{i}" for i in kept]
     assert list(df["n_correct"]) == [[0, 1, 3][i] for i in kept] and (df["n_samples"] == 4).all()
     failed = [[k for k in SAMPLES[i] if k != "ok"] for i in kept]
@@ -275,8 +275,9 @@ def test_the_shown_attempt_is_the_one_evaluation_draws_where_it_failed(tmp_path,
               for q, kind in zip(TRAIN_PUZZLES, ["nums", "ok", "miss", "ok", "ok"], strict=True)}
     backend = _puzzle_backend(single)
     df, metrics, _ = _run(tmp_path, monkeypatch, "failures", backend, train={"queries_per_step": 1},
-                          failures={"queries": 5, "samples": 4, "keep": "failed_any", "attempt": "evaluation"})
-    assert [(n, p.n, p.temperature) for n, p in backend.calls] == [(5, 4, 1.0), (5, 1, 0.0)]
+                          failures={"queries": 5, "samples": 4, "keep": "failed_any", "attempt": "evaluation",
+                                                           "temperature": 0.9})
+    assert [(n, p.n, p.temperature) for n, p in backend.calls] == [(5, 4, 0.9), (5, 1, 0.0)]
     assert list(df["attempt_source"]) == ["evaluation", "sampled", "evaluation"]
     assert list(df["attempt"]) == [_sample(TRAIN_PUZZLES[0], "nums"), _sample(TRAIN_PUZZLES[1], "bad"),
                                    _sample(TRAIN_PUZZLES[2], "miss")]
