@@ -28,6 +28,8 @@ def test_the_queue_expands_to_the_six_variants_with_the_profile():
         assert sets["train.method"] == "grpo" and sets["tasks"] == "[countdown]"
         assert sets["prime.mix.function_calling.size"] == "0"
         assert 1 <= int(sets["train.eval_every"]) <= int(sets["train.max_steps"])
+        # on Countdown alone the experiment ends at its results stage (analyze needs every default task)
+        assert cmd[-1] == "results@countdown" and cmd[-2] != "-S" and "analyze" not in cmd
     # the rest of each command is the same: only the variant differs
     assert len({tuple(c[8:]) for c in cmds}) == 1
 
@@ -75,6 +77,10 @@ def _fake_experiments():
             rates = "\n".join(f"{t}\t{s}\t{(i + j + s) / 20}" for t, s in ((100, 0), (101, 1), (102, 2)))
             path = f"data/train_live/countdown/plots/metrics/behaviour/{b}.tsv"
             files[rev, path] = f"timestamp\tstep\t{b}\n{rates}\n"
+    # a failed run of all_strategies (no evaluation) beside its finished rerun
+    rows.insert(0, {"name": "variant-all_strategies", "rev": "failed", "metrics": {},
+                    "params": {"prime.mix.countdown.variant": "all_strategies", "train.method": "grpo"}})
+    files["failed", "data/metrics/baseline_primed_countdown.json"] = {"first_try_acc": 0.5, "n": 64}
     rows.append({"name": "seed-3", "rev": "x", "params": {"prime.mix.countdown.variant": "empty_cot"}, "metrics": {}})
     return rows, files
 
@@ -84,7 +90,8 @@ def test_the_report_renders_from_fixed_inputs_and_its_numbers_are_the_metrics(tm
     results = variants.collect(rows, read=lambda rev, path: files.get((rev, path)),
                                metrics=lambda rev, path: files.get((rev, path)))
     assert [r["variant"] for r in results] == ["all_strategies", "backtracking_only", "negative_control",
-                                               "empty_cot"]  # in VARIANTS order; the non-variant row left out
+                                               "empty_cot"]  # in VARIANTS order; the non-variant row and the failed run left out
+    assert results[0]["rev"] == "rev0"
     text = variants.report(results, tmp_path)
     assert (tmp_path / "table.md").read_text() == text
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}

@@ -104,9 +104,13 @@ def check_steps(values: dict[str, str], params_file: Path) -> None:
 
 
 def queue_commands(variants: list[str], values: dict[str, str], mode: str = "--queue") -> list[list[str]]:
+    """One experiment per variant. With a `tasks` override the experiment ends at those tasks' `results`
+    stages: `analyze` declares the metrics file of every default task, so a run on fewer tasks cannot reach it
+    (and the comparison reads nothing of it)."""
     extra = [arg for key, value in values.items() for arg in ("-S", f"{key}={value}")]
-    return [["dvc", "exp", "run", mode, "-n", f"{PREFIX}{v}", "-S", f"prime.mix.countdown.variant={v}", *extra]
-            for v in variants]
+    targets = [f"results@{task}" for task in yaml.safe_load(values["tasks"])] if "tasks" in values else []
+    return [["dvc", "exp", "run", mode, "-n", f"{PREFIX}{v}", "-S", f"prime.mix.countdown.variant={v}", *extra,
+             *targets] for v in variants]
 
 
 # ---------------------------------------------------------------- collect
@@ -155,6 +159,9 @@ def collect(rows: list[dict], read=git_text, metrics=full_metrics) -> list[dict]
             "validation_curve": [tuple(p) for p in train.get("validation_curve") or []],
             "behaviours": behaviours,
         })
+    # a failed run of a variant (stopped before evaluation) stays in `dvc exp show` beside its finished rerun
+    finished = {r["variant"] for r in out if r["after"] is not None}
+    out = [r for r in out if r["after"] is not None or r["variant"] not in finished]
     out.sort(key=lambda x: VARIANTS.index(x["variant"]))
     return out
 
