@@ -90,7 +90,7 @@ def test_the_report_renders_from_fixed_inputs_and_its_numbers_are_the_metrics(tm
     results = variants.collect(rows, read=lambda rev, path: files.get((rev, path)),
                                metrics=lambda rev, path: files.get((rev, path)))
     assert [r["variant"] for r in results] == ["all_strategies", "backtracking_only", "negative_control",
-                                               "empty_cot"]  # in VARIANTS order; the non-variant row and the failed run left out
+                                               "empty_cot"]  # VARIANTS order; no non-variant row, no failed run
     assert results[0]["rev"] == "rev0"
     text = variants.report(results, tmp_path)
     assert (tmp_path / "table.md").read_text() == text
