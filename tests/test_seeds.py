@@ -263,7 +263,11 @@ def test_run_dry_run_prints_the_r3_experiments_it_would_run_first(tmp_path):
     proc = _seeds_cli(tmp_path, "run", "--dry-run", "--seeds", "0", "2", "-S", "train.lora.enabled=true")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        f"dvc exp run --temp -n r3-seed{s} -S seed={s} -S train.lora.enabled=true -S train.method=r3" for s in (0, 2)]
+        f"dvc exp run -n r3-seed{s} -S seed={s} -S train.lora.enabled=true -S train.method=r3" for s in (0, 2)]
+    # in the workspace: the control then finds the seed's primed model, baselines and failure set up to date
+    proc = _seeds_cli(tmp_path, "run", "--dry-run", "--seeds", "1", "-S", "tasks=[countdown]")
+    assert proc.stdout.splitlines() == [
+        "dvc exp run -n r3-seed1 -S seed=1 -S 'tasks=[countdown]' -S train.method=r3 results@countdown"]
     proc = _seeds_cli(tmp_path, "run", "--dry-run", "--seeds", "0", "-S", "train.method=grpo")
     assert proc.returncode == 1 and "expected key=value other than seed, train.method" in proc.stderr
 

@@ -4,9 +4,14 @@
         runs `dvc exp run --queue -n <method>-seed<s> -S seed=<s> [-S key=value ...]` once per seed (--dry-run:
         only prints them); then `dvc queue start` runs the queue.
     python tools/seeds.py run --seeds 0 1 2 [--no-control] [--max-steps N] [-S key=value ...] [--dry-run]
-        the whole experiment in the foreground, one command: `dvc exp run --temp -n r3-seed<s>` per seed, then the
-        plain-GRPO control of each seed at that seed's R3 cost (`grpo-seed<s>`, as `control` below), then the
-        pooled tables of every task (as `pool` below, over exactly these experiments)
+        the whole experiment in the foreground, one command, seed after seed in the workspace:
+        `dvc exp run -n r3-seed<s>`, then the plain-GRPO control of that seed at that seed's R3 cost
+        (`grpo-seed<s>`, as `control` below), which reuses the seed's primed model, baselines and failure set
+        (they are up to date in the workspace; a temporary copy would rerun them); then the pooled tables of
+        every task (as `pool` below, over exactly these experiments). With a `tasks` override every experiment
+        ends at those tasks' `results` stages (`analyze` declares every default task's files). params.yaml is
+        put back as it was before each experiment and at the end; the rest of the workspace keeps the last
+        experiment's outputs (`git checkout dvc.lock && dvc checkout` returns to HEAD's)
     python tools/seeds.py control [--seeds 0 1 2] [--max-steps N] [-S key=value ...] [--dry-run]
         the plain-GRPO control at R3's cost: for each finished r3 experiment of HEAD (those seeds), queues
         `-S seed=<s> -S train.method=grpo -S train.token_budget={<task>: R3's generated tokens, ...}` with
@@ -35,6 +40,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -42,6 +48,7 @@ from r3.metrics import minimum_detectable_effect, paired_delta, pooled_paired_de
 from r3.params import flatten
 
 COLUMNS = ("id", "first_correct", "second_correct")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class PoolError(Exception):
@@ -64,24 +71,25 @@ def parse_seeds(values: list[str]) -> list[int]:
     return seeds
 
 
-def queue_commands(seeds: list[int], sets: list[str], mode: str = "--queue", prefix: str | None = None
+def queue_commands(seeds: list[int], sets: list[str], mode: str | None = "--queue", prefix: str | None = None
                    ) -> list[list[str]]:
-    """One `dvc exp run --queue` (mode `--temp`: run now, in a temporary copy) per seed, with the extra
+    """One `dvc exp run --queue` (mode `--temp`: run now, in a temporary copy; None: in the workspace) per seed,
+    with the extra
     `-S key=value` overrides; `prefix` names them `<prefix>-seed<s>`."""
     extra = [arg for kv in sets for arg in ("-S", kv)]
-    return [["dvc", "exp", "run", mode, *(["-n", f"{prefix}-seed{s}"] if prefix else []), "-S", f"seed={s}", *extra]
-            for s in seeds]
+    return [["dvc", "exp", "run", *([mode] if mode else []), *(["-n", f"{prefix}-seed{s}"] if prefix else []),
+             "-S", f"seed={s}", *extra] for s in seeds]
 
 
-def control_commands(budgets: dict[int, dict[str, int]], max_steps: int, sets: list[str], mode: str = "--queue"
+def control_commands(budgets: dict[int, dict[str, int]], max_steps: int, sets: list[str], mode: str | None = "--queue"
                      ) -> list[list[str]]:
-    """One queued (mode `--temp`: run now) plain-GRPO experiment per seed, stopped by the generated-token budget
-    of that seed's R3 run (`budgets[seed][task]`); `max_steps` only caps it."""
+    """One queued (mode `--temp`: run now; None: in the workspace) plain-GRPO experiment per seed, stopped by
+    the generated-token budget of that seed's R3 run (`budgets[seed][task]`); `max_steps` only caps it."""
     extra = [arg for kv in sets for arg in ("-S", kv)]
     cmds = []
     for seed, per_task in sorted(budgets.items()):
         budget = "{" + ", ".join(f"{task}: {n}" for task, n in sorted(per_task.items())) + "}"
-        cmds.append(["dvc", "exp", "run", mode, "-n", f"grpo-seed{seed}", "-S", f"seed={seed}",
+        cmds.append(["dvc", "exp", "run", *([mode] if mode else []), "-n", f"grpo-seed{seed}", "-S", f"seed={seed}",
                      "-S", "train.method=grpo", "-S", f"train.token_budget={budget}",
                      "-S", f"train.max_steps={max_steps}", *extra])
     return cmds
@@ -362,22 +370,49 @@ def main() -> None:
                     "control")
             if not args.dry_run:
                 print("queued; run them with: dvc queue start", file=sys.stderr)
-        else:  # run: everything in the foreground, each experiment in a temporary copy of the workspace
-            r3 = queue_commands(seeds, [*args.sets, "train.method=r3"], mode="--temp", prefix="r3")
-            execute(r3, args.dry_run, "run")
-            names = [f"r3-seed{s}" for s in seeds]
-            if not args.no_control and not args.dry_run:
-                exps = finished_experiments(names)
-                budgets, r3_steps = r3_budgets(exps, seeds, _read_json)
-                execute(control_commands(budgets, args.max_steps or 8 * max(r3_steps, 1), args.sets, mode="--temp"),
-                        False, "run")
-                names += [f"grpo-seed{s}" for s in seeds]
-            if not args.dry_run:
-                exps = finished_experiments(names)
-                for task in exps[names[0]].get("tasks") or []:
-                    pool(exps, task)
+        else:
+            run_in_workspace(seeds, args.sets, args.max_steps, args.no_control, args.dry_run)
     except PoolError as exc:
         sys.exit(f"error: {args.command}: {exc}")
+
+
+def task_targets(sets: list[str]) -> list[str]:
+    """`results@<task>` for each task of the last `tasks=[...]` override (none without one)."""
+    import yaml
+
+    tasks = [kv.split("=", 1)[1] for kv in sets if kv.split("=", 1)[0].strip() == "tasks"]
+    return [f"results@{task}" for task in yaml.safe_load(tasks[-1])] if tasks else []
+
+
+def run_in_workspace(seeds: list[int], sets: list[str], max_steps: int | None, no_control: bool,
+                     dry_run: bool) -> None:
+    """`run`: per seed, the R3 experiment and then its control, in the workspace; then the pooled tables."""
+    targets = task_targets(sets)
+    if dry_run:  # the R3 runs only: each control's budget is that seed's measured R3 cost
+        execute([[*cmd, *targets] for cmd in queue_commands(seeds, [*sets, "train.method=r3"], None, "r3")],
+                True, "run")
+        return
+    params = ROOT / "params.yaml"
+    original = params.read_text(encoding="utf-8")
+    names = []
+    try:
+        for s in seeds:
+            params.write_text(original, encoding="utf-8")
+            (cmd,) = queue_commands([s], [*sets, "train.method=r3"], mode=None, prefix="r3")
+            execute([[*cmd, *targets]], False, "run")
+            names.append(f"r3-seed{s}")
+            if no_control:
+                continue
+            budgets, r3_steps = r3_budgets(finished_experiments([f"r3-seed{s}"]), [s], _read_json)
+            params.write_text(original, encoding="utf-8")
+            (cmd,) = control_commands(budgets, max_steps or 8 * max(r3_steps, 1), sets, mode=None)
+            execute([[*cmd, *targets]], False, "run")
+            names.append(f"grpo-seed{s}")
+    finally:
+        params.write_text(original, encoding="utf-8")
+    exps = finished_experiments(names)
+    for task in exps[names[0]].get("tasks") or []:
+        pool(exps, task)
 
 
 def execute(cmds: list[list[str]], dry_run: bool, command: str) -> None:
