@@ -1,5 +1,5 @@
 """Multi-seed statistics (pooled paired delta, minimum detectable effect), tools/seeds.py and the MDE in the
-results stage's table. Pure Python: no model, no DVC."""
+results stage's table. No model; one test builds a three-stage DVC repo."""
 
 import json
 import math
@@ -275,3 +275,73 @@ def test_run_dry_run_prints_the_r3_experiments_it_would_run_first(tmp_path):
 def test_only_the_tools_own_seed_experiments_are_pooled_by_default():
     names = ["r3-seed0", "grpo-seed12", "variant-all_strategies", "exp-1a2b3", "r3-seed0-old"]
     assert [n for n in names if seeds_tool.SEED_RUN.fullmatch(n)] == ["r3-seed0", "grpo-seed12"]
+
+
+def test_run_puts_params_back_before_each_experiment_and_resumes_after_finished_ones(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    monkeypatch.setattr(seeds_tool, "ROOT", tmp_path)
+    ran, seen = [], []
+
+    def execute(cmds, dry_run, command):
+        for cmd in cmds:
+            seen.append((tmp_path / "params.yaml").read_text())
+            ran.append(cmd)
+            (tmp_path / "params.yaml").write_text("seed: 99\ntrain: {method: grpo}\n")  # what dvc exp run leaves
+
+    def finished(names):
+        if names is None:  # what `dvc exp show` lists
+            return {"r3-seed0": {"seed": 0, "train.method": "r3"}}
+        return {name: {"tasks": ["countdown"]} for name in names}
+
+    monkeypatch.setattr(seeds_tool, "execute", execute)
+    monkeypatch.setattr(seeds_tool, "finished_experiments", finished)
+    monkeypatch.setattr(seeds_tool, "r3_budgets", lambda exps, seeds, read: ({seeds[0]: {"countdown": 100}}, 8))
+    pooled = []
+    monkeypatch.setattr(seeds_tool, "pool", lambda exps, task: pooled.append((sorted(exps), task)))
+    dropped = []
+    monkeypatch.setattr(seeds_tool, "drop_lock_entries_outside", lambda targets, root: dropped.append(targets))
+    seeds_tool.run_in_workspace([0, 1], ["tasks=[countdown]"], None, False, False)
+    assert [cmd[4] for cmd in ran] == ["grpo-seed0", "r3-seed1", "grpo-seed1"]  # r3-seed0 was finished: kept
+    assert seen == ["seed: 0\n"] * 3
+    assert (tmp_path / "params.yaml").read_text() == "seed: 0\n"
+    assert all(cmd[-1] == "results@countdown" for cmd in ran) and dropped == [["results@countdown"]] * 3
+    assert "train.token_budget={countdown: 100}" in ran[0] and "train.max_steps=64" in ran[0]
+    assert pooled == [(["grpo-seed0", "grpo-seed1", "r3-seed0", "r3-seed1"], "countdown")]
+
+
+def test_lock_entries_past_the_targets_are_dropped(tmp_path):
+    """A run that ends at `b` never runs `c`; its locked directory output, absent from the cache, would stop
+    DVC from saving the experiment."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "a": {"cmd": "echo a > a.txt", "outs": ["a.txt"]},
+        "b": {"cmd": "cp a.txt b.txt", "deps": ["a.txt"], "outs": ["b.txt"]},
+        "c": {"cmd": "mkdir -p c && cp b.txt c/", "deps": ["b.txt"], "outs": ["c"]}}}))
+    entry = {"cmd": "x", "outs": [{"path": "c", "md5": "0" * 32 + ".dir", "size": 1, "nfiles": 1}]}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "a": {"cmd": "echo a > a.txt"}, "b": {"cmd": "cp a.txt b.txt"}, "c": entry}}))
+    assert seeds_tool.drop_lock_entries_outside(["b"], tmp_path) == ["c"]
+    assert list(yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]) == ["a", "b"]
+    assert seeds_tool.drop_lock_entries_outside(["b"], tmp_path) == []
+
+
+def test_training_table_reads_each_experiments_training_and_test_figures():
+    exps = {"r3-seed1": {"seed": 1, "train.method": "r3"}, "grpo-seed0": {"seed": 0, "train.method": "grpo"},
+            "r3-seed0": {"seed": 0, "train.method": "r3"}}
+    files = {("r3-seed0", "data/metrics/train_r3_countdown.json"):
+             {"global_step": 8, "skipped_steps": 6, "frac_reward_zero_std": 0.875, "generated_tokens": 16116},
+             ("r3-seed0", "data/metrics/eval_r3-countdown_countdown.json"):
+             {"first_try_acc": 0.039, "second_try_acc": 0.041, "n_retried": 492, "retry_success_rate": 0.002},
+             ("r3-seed1", "data/metrics/train_r3_countdown.json"):
+             {"global_step": 8, "skipped_steps": 8, "frac_reward_zero_std": 1.0, "generated_tokens": 900},
+             ("r3-seed1", "data/metrics/eval_r3-countdown_countdown.json"):
+             {"first_try_acc": 0.05, "second_try_acc": 0.06, "n_retried": 0, "retry_success_rate": 0.0},
+             ("grpo-seed0", "data/metrics/train_grpo_countdown.json"):
+             {"global_step": 10, "skipped_steps": 7, "frac_reward_zero_std": 0.85, "generated_tokens": 17980},
+             ("grpo-seed0", "data/metrics/eval_grpo-countdown_countdown.json"):
+             {"first_try_acc": 0.0625, "second_try_acc": 0.0664, "n_retried": 480, "retry_success_rate": 0.0042}}
+    rows = seeds_tool.training_table(exps, "countdown", lambda path, rev: files[(rev, path)]).splitlines()
+    assert rows[2] == "| grpo-seed0 | 10 | 3 | 15.0% | 17,980 | 6.2 / 6.6% | 2 of 480 (0.4%) |"
+    assert rows[3] == "| r3-seed0 | 8 | 2 | 12.5% | 16,116 | 3.9 / 4.1% | 1 of 492 (0.2%) |"
+    assert rows[4] == "| r3-seed1 | 8 | 0 | 0.0% | 900 | 5.0 / 6.0% | 0 of 0 (–%) |"

@@ -220,6 +220,11 @@ def markdown(summary: dict) -> str:
     rows.append([f"pooled ({', '.join(map(str, summary['seeds']))})", f"{len(summary['seeds'])} seeds",
                  str(summary["n_items"]), _pct(p["vanilla_second"]), _pct(p["trained_second"]), _delta(p),
                  _pct(p["mde"])])
+    return _table(rows)
+
+
+def _table(rows: list[list[str]]) -> str:
+    """A markdown table: the first row is the header."""
     lines = ["| " + " | ".join(row) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("---" for _ in rows[0]) + "|")
     return "\n".join(lines)
@@ -294,6 +299,26 @@ def by_method(exps: dict[str, dict]) -> dict[str, dict[int, str]]:
     return out
 
 
+def training_table(exps: dict[str, dict], task: str, read_json) -> str:
+    """One markdown row per experiment: what its training saw (steps, optimizer steps, groups with reward
+    variance, generated tokens) and its trained model on the test split (1st / 2nd try, retries that fixed a
+    failed 1st try). `read_json(path, experiment)` reads a committed metrics file."""
+    rows = [["experiment", "steps", "optimizer steps", "groups with variance", "generated tokens",
+             "test 1st / 2nd", "retries fixing a failure"]]
+    for name, params in sorted(exps.items(), key=lambda kv: (kv[1].get("train.method", ""), kv[1].get("seed", 0))):
+        method = params.get("train.method")
+        train = read_json(f"data/metrics/train_{method}_{task}.json", name)
+        test = read_json(f"data/metrics/eval_{method}-{task}_{task}.json", name)
+        steps, skipped = train["global_step"], train.get("skipped_steps") or 0
+        fixed = round(test["retry_success_rate"] * test["n_retried"])
+        retried = test["n_retried"]
+        rows.append([name, str(steps), str(steps - skipped), f"{_pct(1 - train['frac_reward_zero_std'])}%",
+                     f"{train['generated_tokens']:,}",
+                     f"{_pct(test['first_try_acc'])} / {_pct(test['second_try_acc'])}%",
+                     f"{fixed} of {retried} ({_pct(fixed / retried) if retried else '–'}%)"])
+    return _table(rows)
+
+
 def pool(exps: dict[str, dict], task: str) -> None:
     runs_of: dict[str, dict[int, tuple[str, pd.DataFrame]]] = {}
     policy = None
@@ -320,6 +345,8 @@ def pool(exps: dict[str, dict], task: str) -> None:
         print(f"\n### r3 vs the grpo control on {task}: {len(summary['seeds'])} seeds, {summary['n_items']} items "
               f"(the 'vanilla' column is the GRPO-trained model; Δ = R3-trained − GRPO-trained, paired)\n")
         print(markdown(summary))
+    print(f"\n### training and test figures per experiment on {task}\n")
+    print(training_table(exps, task, _read_json))
 
 
 def main() -> None:
@@ -384,6 +411,34 @@ def task_targets(sets: list[str]) -> list[str]:
     return [f"results@{task}" for task in yaml.safe_load(tasks[-1])] if tasks else []
 
 
+def drop_lock_entries_outside(targets: list[str], root: Path) -> list[str]:
+    """Remove from dvc.lock the stages that are not the targets or upstream of them (returns their names).
+
+    An experiment that stops at `targets` never runs the stages after them (`analyze`), yet DVC loads every
+    stage's locked outputs when it saves the experiment, and fails on a locked directory output that is not
+    in the cache (a fresh clone has none). Dropping those entries saves the experiment without them: its
+    dvc.lock records what it ran."""
+    from contextlib import chdir
+
+    import yaml
+    from dvc.repo import Repo
+
+    lock_path = root / "dvc.lock"
+    if not lock_path.is_file():
+        return []
+    with chdir(root), Repo(str(root)) as repo:  # targets are relative to the repo root
+        keep = {stage.addressing for target in targets for stage in repo.stage.collect(target, with_deps=True)}
+    lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}
+    stages = lock.get("stages") or {}
+    dropped = [name for name in stages if name not in keep]
+    if dropped:
+        lock["stages"] = {name: entry for name, entry in stages.items() if name in keep}
+        tmp = lock_path.with_name(lock_path.name + ".tmp")  # never a half-written lock
+        tmp.write_text(yaml.safe_dump(lock, sort_keys=False), encoding="utf-8")
+        tmp.replace(lock_path)
+    return dropped
+
+
 def run_in_workspace(seeds: list[int], sets: list[str], max_steps: int | None, no_control: bool,
                      dry_run: bool) -> None:
     """`run`: per seed, the R3 experiment and then its control, in the workspace; then the pooled tables."""
@@ -394,20 +449,28 @@ def run_in_workspace(seeds: list[int], sets: list[str], max_steps: int | None, n
         return
     params = ROOT / "params.yaml"
     original = params.read_text(encoding="utf-8")
+    try:
+        done = set(finished_experiments(None))
+    except PoolError:  # none yet
+        done = set()
     names = []
     try:
         for s in seeds:
-            params.write_text(original, encoding="utf-8")
-            (cmd,) = queue_commands([s], [*sets, "train.method=r3"], mode=None, prefix="r3")
-            execute([[*cmd, *targets]], False, "run")
-            names.append(f"r3-seed{s}")
-            if no_control:
-                continue
-            budgets, r3_steps = r3_budgets(finished_experiments([f"r3-seed{s}"]), [s], _read_json)
-            params.write_text(original, encoding="utf-8")
-            (cmd,) = control_commands(budgets, max_steps or 8 * max(r3_steps, 1), sets, mode=None)
-            execute([[*cmd, *targets]], False, "run")
-            names.append(f"grpo-seed{s}")
+            for method in ("r3",) if no_control else ("r3", "grpo"):
+                name = f"{method}-seed{s}"
+                names.append(name)
+                if name in done:  # a finished experiment of HEAD: resume after it
+                    print(f"{name}: finished already, kept", flush=True)
+                    continue
+                params.write_text(original, encoding="utf-8")
+                if method == "r3":
+                    (cmd,) = queue_commands([s], [*sets, "train.method=r3"], mode=None, prefix="r3")
+                else:
+                    budgets, r3_steps = r3_budgets(finished_experiments([f"r3-seed{s}"]), [s], _read_json)
+                    (cmd,) = control_commands(budgets, max_steps or 8 * max(r3_steps, 1), sets, mode=None)
+                if targets:
+                    drop_lock_entries_outside(targets, ROOT)
+                execute([[*cmd, *targets]], False, "run")
     finally:
         params.write_text(original, encoding="utf-8")
     exps = finished_experiments(names)
